@@ -1,0 +1,1 @@
+//! Conformance scenarios shared by every adapter.
