@@ -1,0 +1,44 @@
+//! # amqp-proto
+//!
+//! The sans-IO core of an AMQP 0-9-1 client: it takes bytes in and hands bytes and events out,
+//! and owns every piece of protocol knowledge. It has no sockets, no clock, no threads and no
+//! async; adapters (`amqp-tokio`, `amqp-async-std`, `amqp-blocking`) or your own event loop
+//! move bytes between it and a transport.
+//!
+//! This layer is the wire codec: [`Frame`]s, every [`Method`] of the protocol (generated from
+//! one table, see [`spec`]), [`BasicProperties`], and field tables ([`FieldTable`]).
+//!
+//! ```
+//! use amqp_proto::{Frame, FrameDecoder, Method, QueueDeclare, ShortString};
+//! use bytes::BytesMut;
+//!
+//! let declare = QueueDeclare {
+//!     queue: ShortString::try_from("tasks").unwrap(),
+//!     durable: true,
+//!     ..Default::default()
+//! };
+//! let mut wire = BytesMut::new();
+//! Frame::Method(1, declare.clone().into()).encode(&mut wire).unwrap();
+//!
+//! let frame = FrameDecoder::default().decode(&mut wire).unwrap();
+//! assert_eq!(frame, Some(Frame::Method(1, Method::QueueDeclare(declare))));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod properties;
+pub mod spec;
+pub mod transmit;
+pub mod types;
+mod wire;
+
+pub use error::{CodecError, ReplyCode};
+pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};
+pub use properties::{BasicProperties, ContentHeader};
+pub use spec::*;
+pub use transmit::Transmit;
+pub use types::{
+    Decimal, FieldArray, FieldTable, FieldValue, LongString, MAX_TABLE_DEPTH, ShortString,
+};

@@ -1,0 +1,190 @@
+//! The outbound byte queue: small frames are packed into one buffer, large bodies are queued as
+//! their own chunks so that they reach the socket without being copied (vectored writes).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::CodecError;
+use crate::frame::{
+    FRAME_END, FRAME_HEADER, FRAME_OVERHEAD, Frame, write_body_frame_header, write_frame,
+};
+use crate::properties::{BASIC_CLASS_ID, BasicProperties, ContentHeader};
+use crate::spec::Method;
+
+/// Bodies at least this large are queued by reference instead of copied next to their frame
+/// headers; below it a copy is cheaper than an extra iovec.
+pub const BODY_COPY_THRESHOLD: usize = 4096;
+
+/// Bytes waiting to be written, in order, as a list of chunks ready for a vectored write.
+///
+/// ```
+/// use amqp_proto::{BasicProperties, Transmit, BasicPublish};
+/// use bytes::Bytes;
+/// let mut out = Transmit::default();
+/// let body = Bytes::from(vec![7u8; 100_000]);
+/// out.push_content(1, &BasicPublish::default().into(), &BasicProperties::default(), &body, 131_072)
+///     .unwrap();
+/// let mut slices = [std::io::IoSlice::new(&[]); 8];
+/// let n = out.io_slices(&mut slices);
+/// assert!(n >= 2); // frames, then the body by reference, then the frame end
+/// let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+/// assert_eq!(total, out.len());
+/// ```
+#[derive(Debug, Default)]
+pub struct Transmit {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Transmit {
+    /// Total bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one frame.
+    pub fn push_frame(&mut self, frame: &Frame) -> Result<(), CodecError> {
+        let before = self.tail.len();
+        frame.encode(&mut self.tail)?;
+        self.len += self.tail.len() - before;
+        Ok(())
+    }
+
+    /// Appends a method frame.
+    pub fn push_method(&mut self, channel: u16, method: &Method) -> Result<(), CodecError> {
+        let before = self.tail.len();
+        write_frame(&mut self.tail, crate::frame::FRAME_METHOD, channel, |o| {
+            method.encode(o)
+        })?;
+        self.len += self.tail.len() - before;
+        Ok(())
+    }
+
+    /// Appends a content-carrying method with its header and body frames, splitting the body
+    /// at `frame_max`. Either all of it is queued or, on error, none of it.
+    ///
+    /// Fails with [`CodecError::HeaderTooLarge`] if the properties cannot fit one frame.
+    pub fn push_content(
+        &mut self,
+        channel: u16,
+        method: &Method,
+        properties: &BasicProperties,
+        body: &Bytes,
+        frame_max: u32,
+    ) -> Result<(), CodecError> {
+        let start = self.tail.len();
+        let result = self.push_content_frames(channel, method, properties, body, frame_max);
+        if result.is_err() {
+            self.tail.truncate(start);
+            return result;
+        }
+        self.len += self.tail.len() - start;
+        self.push_body(channel, body, frame_max);
+        Ok(())
+    }
+
+    fn push_content_frames(
+        &mut self,
+        channel: u16,
+        method: &Method,
+        properties: &BasicProperties,
+        body: &Bytes,
+        frame_max: u32,
+    ) -> Result<(), CodecError> {
+        write_frame(&mut self.tail, crate::frame::FRAME_METHOD, channel, |o| {
+            method.encode(o)
+        })?;
+        let header_start = self.tail.len();
+        let header = ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size: body.len() as u64,
+            properties: properties.clone(),
+        };
+        write_frame(&mut self.tail, FRAME_HEADER, channel, |o| header.encode(o))?;
+        let size = self.tail.len() - header_start;
+        if frame_max != 0 && size > frame_max as usize {
+            return Err(CodecError::HeaderTooLarge {
+                size,
+                max: frame_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends body frames for `body`, each at most `frame_max` bytes in all. Large pieces are
+    /// queued as slices of `body`, not copied.
+    fn push_body(&mut self, channel: u16, body: &Bytes, frame_max: u32) {
+        let piece = if frame_max == 0 {
+            body.len().max(1)
+        } else {
+            (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
+        };
+        let mut offset = 0;
+        while offset < body.len() {
+            let end = (offset + piece).min(body.len());
+            let len = end - offset;
+            // `piece` never exceeds frame_max, a u32.
+            write_body_frame_header(&mut self.tail, channel, len as u32);
+            if len < BODY_COPY_THRESHOLD {
+                self.tail.extend_from_slice(&body[offset..end]);
+            } else {
+                self.flush_tail();
+                self.chunks.push_back(body.slice(offset..end));
+            }
+            self.tail.put_u8(FRAME_END);
+            self.len += len + FRAME_OVERHEAD;
+            offset = end;
+        }
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// Fills `dst` with the queued chunks, front first, and returns how many it filled.
+    pub fn io_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.flush_tail();
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes the next chunk to write, for callers that write one buffer at a time.
+    pub fn pop_chunk(&mut self) -> Option<Bytes> {
+        self.flush_tail();
+        let chunk = self.chunks.pop_front()?;
+        self.len -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Drops `n` bytes from the front, after they were written.
+    pub fn advance(&mut self, mut n: usize) {
+        self.flush_tail();
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() > n {
+                front.advance(n);
+                break;
+            }
+            n -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+}

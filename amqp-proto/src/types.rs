@@ -1,0 +1,653 @@
+//! AMQP field values: short and long strings, field tables and arrays, with RabbitMQ's type tags.
+//!
+//! RabbitMQ's tags differ from the 0-9-1 spec's table (for example `s` is a signed 16-bit integer
+//! and `x` a byte array); these follow RabbitMQ, which is what every peer we meet speaks.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::CodecError;
+use crate::wire::{Reader, Writer};
+
+/// How deeply field tables and arrays may nest before decoding or encoding fails. Bounded so
+/// that hostile input cannot exhaust the stack.
+pub const MAX_TABLE_DEPTH: usize = 64;
+
+/// An AMQP short string: at most 255 bytes of UTF-8, checked when built.
+///
+/// Decoded short strings share the frame's buffer rather than copying it.
+///
+/// ```
+/// use amqp_proto::ShortString;
+/// let q = ShortString::try_from("orders").unwrap();
+/// assert_eq!(q.as_str(), "orders");
+/// assert!(ShortString::try_from("x".repeat(256)).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShortString(Bytes);
+
+impl ShortString {
+    /// The empty short string.
+    pub const fn empty() -> Self {
+        ShortString(Bytes::new())
+    }
+
+    /// A short string from a `'static` literal, checked at compile time when used in a const.
+    pub const fn from_static(s: &'static str) -> Self {
+        assert!(s.len() <= 255, "short strings hold at most 255 bytes");
+        ShortString(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The string itself.
+    pub fn as_str(&self) -> &str {
+        // Invariant: the bytes are UTF-8 (checked or converted when built).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes, shared rather than copied.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    fn from_utf8_bytes(b: Bytes) -> Self {
+        match std::str::from_utf8(&b) {
+            Ok(_) => ShortString(b),
+            // Peers may send bytes that are not UTF-8; keep the connection usable and show them
+            // with replacement characters, as the Java client does.
+            Err(_) => {
+                let mut s = String::from_utf8_lossy(&b).into_owned();
+                while s.len() > 255 {
+                    s.pop();
+                }
+                ShortString(Bytes::from(s))
+            }
+        }
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let len = r.u8("short string length")?;
+        Ok(Self::from_utf8_bytes(
+            r.take_bytes(len as usize, "short string")?,
+        ))
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        // The invariant keeps the length within one octet.
+        out.put_u8(self.0.len() as u8);
+        out.put_slice(&self.0);
+    }
+}
+
+impl TryFrom<&str> for ShortString {
+    type Error = CodecError;
+    fn try_from(s: &str) -> Result<Self, CodecError> {
+        if s.len() > 255 {
+            return Err(CodecError::ShortStringTooLong(s.len()));
+        }
+        Ok(ShortString(Bytes::copy_from_slice(s.as_bytes())))
+    }
+}
+
+impl TryFrom<String> for ShortString {
+    type Error = CodecError;
+    fn try_from(s: String) -> Result<Self, CodecError> {
+        if s.len() > 255 {
+            return Err(CodecError::ShortStringTooLong(s.len()));
+        }
+        Ok(ShortString(Bytes::from(s)))
+    }
+}
+
+impl TryFrom<&String> for ShortString {
+    type Error = CodecError;
+    fn try_from(s: &String) -> Result<Self, CodecError> {
+        Self::try_from(s.as_str())
+    }
+}
+
+impl Deref for ShortString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ShortString {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for ShortString {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ShortString {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for ShortString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ShortString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An AMQP long string: arbitrary bytes with a 32-bit length, shared rather than copied.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LongString(pub Bytes);
+
+impl LongString {
+    /// The bytes, as UTF-8 if they are.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let len = r.u32("long string length")?;
+        Ok(LongString(r.take_bytes(len as usize, "long string")?))
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
+        put_len(out, self.0.len(), "long string")?;
+        out.put_slice(&self.0);
+        Ok(())
+    }
+}
+
+impl Deref for LongString {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&str> for LongString {
+    fn from(s: &str) -> Self {
+        LongString(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+impl From<String> for LongString {
+    fn from(s: String) -> Self {
+        LongString(Bytes::from(s))
+    }
+}
+impl From<Vec<u8>> for LongString {
+    fn from(v: Vec<u8>) -> Self {
+        LongString(Bytes::from(v))
+    }
+}
+impl From<&[u8]> for LongString {
+    fn from(v: &[u8]) -> Self {
+        LongString(Bytes::copy_from_slice(v))
+    }
+}
+impl From<Bytes> for LongString {
+    fn from(v: Bytes) -> Self {
+        LongString(v)
+    }
+}
+
+impl fmt::Debug for LongString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(s) => fmt::Debug::fmt(s, f),
+            None => write!(
+                f,
+                "b{:?}",
+                bytes::Bytes::as_ref(&self.0).escape_ascii().to_string()
+            ),
+        }
+    }
+}
+
+fn put_len(out: &mut BytesMut, len: usize, what: &'static str) -> Result<(), CodecError> {
+    let len32 = u32::try_from(len).map_err(|_| CodecError::TooLong { what, len })?;
+    out.put_u32(len32);
+    Ok(())
+}
+
+/// A decimal value: `value` × 10^-`scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Decimal {
+    /// Number of decimal digits after the point.
+    pub scale: u8,
+    /// The unscaled value.
+    pub value: u32,
+}
+
+/// One value in a field table or array, tagged as RabbitMQ tags it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// `t`
+    Bool(bool),
+    /// `b`
+    I8(i8),
+    /// `B`
+    U8(u8),
+    /// `s` (RabbitMQ; the 0-9-1 spec says `U`)
+    I16(i16),
+    /// `u`
+    U16(u16),
+    /// `I`
+    I32(i32),
+    /// `i`
+    U32(u32),
+    /// `l` (RabbitMQ; the 0-9-1 spec says `L`)
+    I64(i64),
+    /// `f`
+    F32(f32),
+    /// `d`
+    F64(f64),
+    /// `D`
+    Decimal(Decimal),
+    /// `S`
+    LongString(LongString),
+    /// `x`
+    ByteArray(Bytes),
+    /// `T`: seconds since the Unix epoch.
+    Timestamp(u64),
+    /// `F`
+    Table(FieldTable),
+    /// `A`
+    Array(FieldArray),
+    /// `V`
+    Void,
+}
+
+impl FieldValue {
+    /// The type tag written before this value.
+    pub fn tag(&self) -> u8 {
+        match self {
+            FieldValue::Bool(_) => b't',
+            FieldValue::I8(_) => b'b',
+            FieldValue::U8(_) => b'B',
+            FieldValue::I16(_) => b's',
+            FieldValue::U16(_) => b'u',
+            FieldValue::I32(_) => b'I',
+            FieldValue::U32(_) => b'i',
+            FieldValue::I64(_) => b'l',
+            FieldValue::F32(_) => b'f',
+            FieldValue::F64(_) => b'd',
+            FieldValue::Decimal(_) => b'D',
+            FieldValue::LongString(_) => b'S',
+            FieldValue::ByteArray(_) => b'x',
+            FieldValue::Timestamp(_) => b'T',
+            FieldValue::Table(_) => b'F',
+            FieldValue::Array(_) => b'A',
+            FieldValue::Void => b'V',
+        }
+    }
+
+    /// The value as a string, for long strings that are UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldValue::LongString(s) => s.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The value as a boolean, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            FieldValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// Any integer variant widened to `i64` (u64 does not occur: RabbitMQ has no unsigned 64).
+    pub fn as_i64(&self) -> Option<i64> {
+        Some(match *self {
+            FieldValue::I8(v) => v.into(),
+            FieldValue::U8(v) => v.into(),
+            FieldValue::I16(v) => v.into(),
+            FieldValue::U16(v) => v.into(),
+            FieldValue::I32(v) => v.into(),
+            FieldValue::U32(v) => v.into(),
+            FieldValue::I64(v) => v,
+            _ => return None,
+        })
+    }
+
+    fn decode(r: &mut Reader<'_>, depth: usize) -> Result<Self, CodecError> {
+        let tag = r.u8("field value tag")?;
+        Ok(match tag {
+            b't' => FieldValue::Bool(r.u8("bool")? != 0),
+            b'b' => FieldValue::I8(r.u8("i8")? as i8),
+            b'B' => FieldValue::U8(r.u8("u8")?),
+            b's' => FieldValue::I16(r.u16("i16")? as i16),
+            b'u' => FieldValue::U16(r.u16("u16")?),
+            b'I' => FieldValue::I32(r.u32("i32")? as i32),
+            b'i' => FieldValue::U32(r.u32("u32")?),
+            b'l' => FieldValue::I64(r.u64("i64")? as i64),
+            b'f' => FieldValue::F32(f32::from_bits(r.u32("f32")?)),
+            b'd' => FieldValue::F64(f64::from_bits(r.u64("f64")?)),
+            b'D' => FieldValue::Decimal(Decimal {
+                scale: r.u8("decimal scale")?,
+                value: r.u32("decimal value")?,
+            }),
+            b'S' => FieldValue::LongString(LongString::decode(r)?),
+            b'x' => {
+                let len = r.u32("byte array length")?;
+                FieldValue::ByteArray(r.take_bytes(len as usize, "byte array")?)
+            }
+            b'T' => FieldValue::Timestamp(r.u64("timestamp")?),
+            b'F' => FieldValue::Table(FieldTable::decode_at(r, depth + 1)?),
+            b'A' => FieldValue::Array(FieldArray::decode_at(r, depth + 1)?),
+            b'V' => FieldValue::Void,
+            other => return Err(CodecError::UnknownFieldTag(other)),
+        })
+    }
+
+    fn encode(&self, out: &mut BytesMut, depth: usize) -> Result<(), CodecError> {
+        out.put_u8(self.tag());
+        match self {
+            FieldValue::Bool(v) => out.put_u8(u8::from(*v)),
+            FieldValue::I8(v) => out.put_i8(*v),
+            FieldValue::U8(v) => out.put_u8(*v),
+            FieldValue::I16(v) => out.put_i16(*v),
+            FieldValue::U16(v) => out.put_u16(*v),
+            FieldValue::I32(v) => out.put_i32(*v),
+            FieldValue::U32(v) => out.put_u32(*v),
+            FieldValue::I64(v) => out.put_i64(*v),
+            FieldValue::F32(v) => out.put_f32(*v),
+            FieldValue::F64(v) => out.put_f64(*v),
+            FieldValue::Decimal(d) => {
+                out.put_u8(d.scale);
+                out.put_u32(d.value);
+            }
+            FieldValue::LongString(s) => s.encode(out)?,
+            FieldValue::ByteArray(b) => {
+                put_len(out, b.len(), "byte array")?;
+                out.put_slice(b);
+            }
+            FieldValue::Timestamp(t) => out.put_u64(*t),
+            FieldValue::Table(t) => t.encode_at(out, depth + 1)?,
+            FieldValue::Array(a) => a.encode_at(out, depth + 1)?,
+            FieldValue::Void => {}
+        }
+        Ok(())
+    }
+}
+
+macro_rules! field_value_from {
+    ($($t:ty => $v:ident),* $(,)?) => {
+        $(impl From<$t> for FieldValue {
+            fn from(v: $t) -> Self { FieldValue::$v(v.into()) }
+        })*
+    };
+}
+field_value_from! {
+    bool => Bool, i8 => I8, u8 => U8, i16 => I16, u16 => U16, i32 => I32, u32 => U32, i64 => I64,
+    f32 => F32, f64 => F64, Decimal => Decimal, LongString => LongString, &str => LongString,
+    String => LongString, FieldTable => Table, FieldArray => Array,
+}
+
+/// Runs `body` between a 32-bit length prefix and patches the prefix afterwards.
+fn with_len_prefix(
+    out: &mut BytesMut,
+    what: &'static str,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    let at = out.len();
+    out.put_u32(0);
+    body(out)?;
+    let len = out.len() - at - 4;
+    let len32 = u32::try_from(len).map_err(|_| CodecError::TooLong { what, len })?;
+    if let Some(slot) = out.get_mut(at..at + 4) {
+        slot.copy_from_slice(&len32.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Reads a 32-bit length and hands a reader over exactly that many bytes to `body`.
+fn within_len_prefix<T>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    body: impl FnOnce(&mut Reader<'_>) -> Result<T, CodecError>,
+) -> Result<T, CodecError> {
+    let len = r.u32(what)?;
+    let inner = r.take_bytes(len as usize, what)?;
+    let mut ir = Reader::new(&inner);
+    let v = body(&mut ir)?;
+    ir.finish(what)?;
+    Ok(v)
+}
+
+/// A field table: named values in the order they were inserted or received.
+///
+/// Order is kept so that decoding and re-encoding reproduces the same bytes.
+///
+/// ```
+/// use amqp_proto::{FieldTable, FieldValue};
+/// let mut args = FieldTable::new();
+/// args.insert("x-max-priority", 10u8).unwrap();
+/// args.insert("x-dead-letter-exchange", "dlx").unwrap();
+/// assert_eq!(args.get("x-max-priority"), Some(&FieldValue::U8(10)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldTable(Vec<(ShortString, FieldValue)>);
+
+impl FieldTable {
+    /// An empty table.
+    pub const fn new() -> Self {
+        FieldTable(Vec::new())
+    }
+
+    /// Sets `key` to `value`, replacing an earlier value of the same key in place.
+    pub fn insert(
+        &mut self,
+        key: impl TryInto<ShortString, Error = CodecError>,
+        value: impl Into<FieldValue>,
+    ) -> Result<&mut Self, CodecError> {
+        let key = key.try_into()?;
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+        Ok(self)
+    }
+
+    /// Builder-style [`FieldTable::insert`] for keys known to be short.
+    ///
+    /// # Panics
+    /// If `key` is longer than 255 bytes.
+    pub fn with(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.insert(key, value)
+            .expect("field table key longer than 255 bytes");
+        self
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &str) -> Option<&FieldValue> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes and returns the value stored under `key`.
+    pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
+        let i = self.0.iter().position(|(k, _)| k.as_str() == key)?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// Entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ShortString, &FieldValue)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Decodes a length-prefixed table from `bytes` (the form it takes inside a frame).
+    pub fn decode(bytes: &Bytes) -> Result<Self, CodecError> {
+        let mut r = Reader::new(bytes);
+        let t = Self::decode_at(&mut r, 0)?;
+        r.finish("field table")?;
+        Ok(t)
+    }
+
+    /// Appends the length-prefixed encoding of this table.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_at(out, 0)
+    }
+
+    pub(crate) fn decode_at(r: &mut Reader<'_>, depth: usize) -> Result<Self, CodecError> {
+        if depth >= MAX_TABLE_DEPTH {
+            return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
+        }
+        within_len_prefix(r, "field table", |ir| {
+            let mut entries = Vec::new();
+            while ir.remaining() > 0 {
+                let key = ShortString::decode(ir)?;
+                entries.push((key, FieldValue::decode(ir, depth)?));
+            }
+            Ok(FieldTable(entries))
+        })
+    }
+
+    pub(crate) fn encode_at(&self, out: &mut BytesMut, depth: usize) -> Result<(), CodecError> {
+        if depth >= MAX_TABLE_DEPTH {
+            return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
+        }
+        with_len_prefix(out, "field table", |out| {
+            for (k, v) in &self.0 {
+                k.encode(out);
+                v.encode(out, depth)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<V: Into<FieldValue>> FromIterator<(ShortString, V)> for FieldTable {
+    fn from_iter<I: IntoIterator<Item = (ShortString, V)>>(iter: I) -> Self {
+        let mut t = FieldTable::new();
+        for (k, v) in iter {
+            let v = v.into();
+            match t.0.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => t.0.push((k, v)),
+            }
+        }
+        t
+    }
+}
+
+/// A field array: values of any type, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldArray(pub Vec<FieldValue>);
+
+impl FieldArray {
+    pub(crate) fn decode_at(r: &mut Reader<'_>, depth: usize) -> Result<Self, CodecError> {
+        if depth >= MAX_TABLE_DEPTH {
+            return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
+        }
+        within_len_prefix(r, "field array", |ir| {
+            let mut values = Vec::new();
+            while ir.remaining() > 0 {
+                values.push(FieldValue::decode(ir, depth)?);
+            }
+            Ok(FieldArray(values))
+        })
+    }
+
+    pub(crate) fn encode_at(&self, out: &mut BytesMut, depth: usize) -> Result<(), CodecError> {
+        if depth >= MAX_TABLE_DEPTH {
+            return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
+        }
+        with_len_prefix(out, "field array", |out| {
+            for v in &self.0 {
+                v.encode(out, depth)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<V: Into<FieldValue>> FromIterator<V> for FieldArray {
+    fn from_iter<I: IntoIterator<Item = V>>(iter: I) -> Self {
+        FieldArray(iter.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The wire shape of one method or property field. Implemented once per AMQP domain type; the
+/// method and property tables derive all encoding and decoding from it.
+pub(crate) trait WireField: Sized {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError>;
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError>;
+}
+
+impl WireField for bool {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.bit("bit")
+    }
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+        w.bit(*self);
+        Ok(())
+    }
+}
+
+macro_rules! wire_int {
+    ($($t:ty, $get:ident, $put:ident;)*) => {$(
+        impl WireField for $t {
+            fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+                r.$get(stringify!($t))
+            }
+            fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+                w.plain().$put(*self);
+                Ok(())
+            }
+        }
+    )*};
+}
+wire_int! { u8, u8, put_u8; u16, u16, put_u16; u32, u32, put_u32; u64, u64, put_u64; }
+
+impl WireField for ShortString {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        ShortString::decode(r)
+    }
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+        self.encode(w.plain());
+        Ok(())
+    }
+}
+
+impl WireField for LongString {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        LongString::decode(r)
+    }
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+        self.encode(w.plain())
+    }
+}
+
+impl WireField for FieldTable {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        FieldTable::decode_at(r, 0)
+    }
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+        self.encode_at(w.plain(), 0)
+    }
+}
