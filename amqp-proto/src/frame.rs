@@ -33,6 +33,9 @@ pub const MIN_FRAME_MAX: u32 = 4096;
 pub const PRE_TUNE_FRAME_MAX: u32 = 8192;
 
 /// One decoded frame. Payloads share the read buffer's allocation; nothing is copied.
+// Frames are decoded and consumed in place; boxing the method would cost an allocation on
+// every delivery.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// A method frame.

@@ -26,14 +26,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod properties;
+pub mod sasl;
 pub mod spec;
 pub mod transmit;
 pub mod types;
+pub mod uri;
 mod wire;
 
+pub use connection::{
+    BasicConsumeOptions, BasicPublishOptions, ChannelId, CloseReason, Confirmation, Connection,
+    ConnectionConfig, ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, Event,
+    ExchangeDeclareOptions, GetMessage, Initiator, QueueDeclareOptions, QueueDeleteOptions, Reply,
+    RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
+};
 pub use error::{CodecError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};
 pub use properties::{BasicProperties, ContentHeader};

@@ -50,6 +50,12 @@ impl Transmit {
         self.len == 0
     }
 
+    /// Appends raw bytes (the protocol header).
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
     /// Appends one frame.
     pub fn push_frame(&mut self, frame: &Frame) -> Result<(), CodecError> {
         let before = self.tail.len();

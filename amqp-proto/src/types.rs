@@ -247,6 +247,10 @@ pub enum FieldValue {
     U32(u32),
     /// `l` (RabbitMQ; the 0-9-1 spec says `L`)
     I64(i64),
+    /// `L`: not in RabbitMQ's table, but RabbitMQ reads it as a signed 64-bit integer and
+    /// passes it through from other clients. Kept apart from [`FieldValue::I64`] so that
+    /// re-encoding reproduces the received bytes.
+    I64L(i64),
     /// `f`
     F32(f32),
     /// `d`
@@ -279,6 +283,7 @@ impl FieldValue {
             FieldValue::I32(_) => b'I',
             FieldValue::U32(_) => b'i',
             FieldValue::I64(_) => b'l',
+            FieldValue::I64L(_) => b'L',
             FieldValue::F32(_) => b'f',
             FieldValue::F64(_) => b'd',
             FieldValue::Decimal(_) => b'D',
@@ -316,7 +321,7 @@ impl FieldValue {
             FieldValue::U16(v) => v.into(),
             FieldValue::I32(v) => v.into(),
             FieldValue::U32(v) => v.into(),
-            FieldValue::I64(v) => v,
+            FieldValue::I64(v) | FieldValue::I64L(v) => v,
             _ => return None,
         })
     }
@@ -332,6 +337,7 @@ impl FieldValue {
             b'I' => FieldValue::I32(r.u32("i32")? as i32),
             b'i' => FieldValue::U32(r.u32("u32")?),
             b'l' => FieldValue::I64(r.u64("i64")? as i64),
+            b'L' => FieldValue::I64L(r.u64("i64")? as i64),
             b'f' => FieldValue::F32(f32::from_bits(r.u32("f32")?)),
             b'd' => FieldValue::F64(f64::from_bits(r.u64("f64")?)),
             b'D' => FieldValue::Decimal(Decimal {
@@ -361,7 +367,7 @@ impl FieldValue {
             FieldValue::U16(v) => out.put_u16(*v),
             FieldValue::I32(v) => out.put_i32(*v),
             FieldValue::U32(v) => out.put_u32(*v),
-            FieldValue::I64(v) => out.put_i64(*v),
+            FieldValue::I64(v) | FieldValue::I64L(v) => out.put_i64(*v),
             FieldValue::F32(v) => out.put_f32(*v),
             FieldValue::F64(v) => out.put_f64(*v),
             FieldValue::Decimal(d) => {
@@ -452,13 +458,17 @@ impl FieldTable {
         key: impl TryInto<ShortString, Error = CodecError>,
         value: impl Into<FieldValue>,
     ) -> Result<&mut Self, CodecError> {
-        let key = key.try_into()?;
+        self.set(key.try_into()?, value);
+        Ok(self)
+    }
+
+    /// Sets `key` to `value`, replacing an earlier value of the same key in place.
+    pub fn set(&mut self, key: ShortString, value: impl Into<FieldValue>) {
         let value = value.into();
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.0.push((key, value)),
         }
-        Ok(self)
     }
 
     /// Builder-style [`FieldTable::insert`] for keys known to be short.
@@ -545,11 +555,7 @@ impl<V: Into<FieldValue>> FromIterator<(ShortString, V)> for FieldTable {
     fn from_iter<I: IntoIterator<Item = (ShortString, V)>>(iter: I) -> Self {
         let mut t = FieldTable::new();
         for (k, v) in iter {
-            let v = v.into();
-            match t.0.iter_mut().find(|(key, _)| *key == k) {
-                Some(slot) => slot.1 = v,
-                None => t.0.push((k, v)),
-            }
+            t.set(k, v);
         }
         t
     }

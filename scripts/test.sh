@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The project's one test command:  ./scripts/test.sh
+#
+# Steps (stops at the first failure, exit status non-zero):
+#   1. scripts/ensure-broker.sh  -- RabbitMQ on 127.0.0.1:5672 + a Rust toolchain
+#   2. cargo fmt --all --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace     -- unit, doc and integration tests (the
+#                                    integration tests need the broker)
+#   5. fuzz smoke                 -- every target of `cargo fuzz list` in fuzz/,
+#                                    FUZZ_SECONDS (default 30) seconds each;
+#                                    FUZZ_SECONDS=0 skips this step
+#
+# The last line printed is "tests: N passed, N failed, N skipped", summed over
+# every `cargo test` result line.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+[[ $FUZZ_SECONDS =~ ^[0-9]+$ ]] || {
+    echo "FUZZ_SECONDS must be a whole number of seconds, got '${FUZZ_SECONDS}'" >&2
+    exit 2
+}
+
+if [[ -n ${CI:-} ]]; then
+    export CARGO_TERM_COLOR=never
+fi
+
+# Pick up a rustup install that is not on PATH yet.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
+    export PATH="${HOME:-/root}/.cargo/bin:${PATH}"
+fi
+
+TMP=$(mktemp -d)
+TEST_LOG=$TMP/cargo-test.log
+
+START=$SECONDS
+SUMMARY=()
+CURRENT_STEP=
+
+banner() {
+    printf '\n==================================================================\n'
+    printf '== %s\n' "$*"
+    printf '==================================================================\n'
+}
+
+loud() {
+    printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+    printf '!!! %s\n' "$*"
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n'
+}
+
+# step NAME CMD ARGS... : run one step with a header and its wall time; on
+# failure report it and exit with the command's status.
+step() {
+    local name=$1
+    shift
+    CURRENT_STEP=$name
+    banner "$name"
+    printf '$ %s\n' "$*"
+    local t0=$SECONDS rc=0
+    "$@" || rc=$?
+    local dt=$((SECONDS - t0))
+    if ((rc != 0)); then
+        printf '\n*** FAILED: %s (exit %d, after %ds; total %ds)\n' "$name" "$rc" "$dt" "$((SECONDS - START))" >&2
+        exit "$rc"
+    fi
+    printf -- '-- %s: ok in %ds\n' "$name" "$dt"
+    SUMMARY+=("${name} ${dt}s")
+}
+
+run_cargo_test() {
+    # Keep the output for the pass/fail counts; pipefail keeps cargo's status.
+    cargo test --workspace 2>&1 | tee "$TEST_LOG"
+}
+
+ensure_cargo_fuzz() {
+    if cargo fuzz --version >/dev/null 2>&1; then
+        echo "cargo-fuzz present: $(cargo fuzz --version)"
+        return 0
+    fi
+    echo "cargo-fuzz missing; installing it (takes ~30 s on 2 cores)"
+    cargo install cargo-fuzz --locked
+}
+
+FUZZ_TARGETS=()
+
+fuzz_build() {
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build)
+}
+
+fuzz_run() {
+    local target=$1
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048)
+}
+
+print_test_counts() {
+    # cargo prints one line per test binary / doc-test run:
+    #   test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...
+    local passed=0 failed=0 ignored=0 p f i
+    if [[ -f $TEST_LOG ]]; then
+        while read -r p f i; do
+            passed=$((passed + p))
+            failed=$((failed + f))
+            ignored=$((ignored + i))
+        done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored;.*/\1 \2 \3/p' "$TEST_LOG")
+    fi
+    printf 'tests: %d passed, %d failed, %d skipped\n' "$passed" "$failed" "$ignored"
+}
+
+on_exit_failure() {
+    local rc=$?
+    if ((rc != 0)); then
+        printf '\n== SUMMARY: FAILED at step "%s" (exit %d) after %ds\n' "${CURRENT_STEP:-setup}" "$rc" "$((SECONDS - START))" >&2
+    fi
+    rm -rf "$TMP"
+}
+trap on_exit_failure EXIT
+
+step "ensure broker + toolchain" "$ROOT/scripts/ensure-broker.sh"
+step "cargo fmt" cargo fmt --all --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" run_cargo_test
+
+if ((FUZZ_SECONDS == 0)); then
+    loud "FUZZ_SECONDS=0: fuzz smoke SKIPPED"
+    SUMMARY+=("fuzz skipped")
+elif [[ ! -d fuzz ]]; then
+    loud "NO FUZZ TARGETS EXIST: fuzz/ is missing; fuzz smoke SKIPPED"
+    SUMMARY+=("fuzz missing")
+else
+    step "install cargo-fuzz (if missing)" ensure_cargo_fuzz
+    banner "cargo fuzz list"
+    CURRENT_STEP="cargo fuzz list"
+    fuzz_list=$(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list)
+    if [[ -n $fuzz_list ]]; then
+        mapfile -t FUZZ_TARGETS <<<"$fuzz_list"
+    fi
+    if ((${#FUZZ_TARGETS[@]} == 0)); then
+        loud "NO FUZZ TARGETS EXIST: 'cargo fuzz list' in fuzz/ printed nothing; fuzz smoke SKIPPED"
+        SUMMARY+=("fuzz none")
+    else
+        printf '%s\n' "${FUZZ_TARGETS[@]}"
+        step "cargo fuzz build (all targets)" fuzz_build
+        for t in "${FUZZ_TARGETS[@]}"; do
+            step "fuzz ${t} (${FUZZ_SECONDS}s)" fuzz_run "$t"
+        done
+    fi
+fi
+
+CURRENT_STEP=summary
+banner "SUMMARY"
+printf '== all steps passed in %ds:' "$((SECONDS - START))"
+printf ' [%s]' "${SUMMARY[@]}"
+printf '\n'
+print_test_counts
