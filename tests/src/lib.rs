@@ -1,1 +1,7 @@
-//! Conformance scenarios shared by every adapter.
+//! Conformance scenarios for the amqp-proto core and its adapters, and the scripted-peer kit
+//! ([`peer`]) that drives the core in memory under fake time.
+//!
+//! The kit is public so that users can test their own code against broker behaviour,
+//! including misbehaviour, without a socket or a sleep.
+
+pub mod peer;
