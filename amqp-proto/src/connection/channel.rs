@@ -28,7 +28,8 @@ pub(super) struct Pending {
 #[derive(Debug)]
 pub(super) enum ContentMethod {
     Deliver(BasicDeliver),
-    GetOk(BasicGetOk),
+    /// With the `basic.get` request it answers.
+    GetOk(BasicGetOk, super::RequestId),
     Return(BasicReturn),
 }
 

@@ -151,6 +151,8 @@ pub enum Reply {
     TxRolledBack,
     /// `connection.update-secret-ok`.
     SecretUpdated,
+    /// `connection.close-ok` after a client close.
+    ConnectionClosed,
     /// A no-wait command went out; the broker sends no answer.
     Sent,
 }

@@ -973,6 +973,7 @@ impl Connection {
             State::AwaitingStart | State::Authenticating => {
                 // Nothing to close politely before the broker has opened: just stop.
                 let id = self.next_id();
+                self.conn_pending.push_back((id, ConnectionCloseOk::ID));
                 self.finish(None);
                 return Ok(id);
             }
@@ -1368,30 +1369,34 @@ impl Connection {
     /// Matches a reply against the oldest pending request on the channel.
     fn on_reply(&mut self, ch: u16, c: &mut Channel, reply: Method) {
         let id = reply.id();
-        let Some(pending) = c.pending.front() else {
-            return self.violation(
-                ReplyCode::UNEXPECTED_FRAME,
-                format!("{} on channel {ch} answers no request", reply.name()),
-            );
-        };
-        if !pending.request.info().expects_reply(id) {
-            let text = format!(
-                "{} on channel {ch} does not answer {}",
-                reply.name(),
-                pending.request.name()
-            );
+        // The oldest request this method answers. Not simply the oldest request: RabbitMQ
+        // sends consume-ok (and cancel-ok) from the queue process, so they can overtake the
+        // replies to later requests of other kinds on the same channel.
+        let Some(pos) = c
+            .pending
+            .iter()
+            .position(|p| p.request.info().expects_reply(id))
+        else {
+            let text = match c.pending.front() {
+                Some(p) => format!(
+                    "{} on channel {ch} does not answer {} or any other pending request",
+                    reply.name(),
+                    p.request.name()
+                ),
+                None => format!("{} on channel {ch} answers no request", reply.name()),
+            };
             return self.violation(ReplyCode::UNEXPECTED_FRAME, text);
-        }
+        };
+        let Some(pending) = c.pending.remove(pos) else {
+            return;
+        };
         if let Method::BasicGetOk(get_ok) = reply {
             // Completes when its content has arrived.
             c.incoming = Some(channel::Incoming::new(channel::ContentMethod::GetOk(
-                get_ok,
+                get_ok, pending.id,
             )));
             return;
         }
-        let Some(pending) = c.pending.pop_front() else {
-            return;
-        };
         let result = match reply {
             Method::ChannelOpenOk(_) => {
                 c.state = ChannelState::Open;
@@ -1544,10 +1549,7 @@ impl Connection {
                     body,
                 })));
             }
-            channel::ContentMethod::GetOk(g) => {
-                let Some(pending) = c.pending.pop_front() else {
-                    return;
-                };
+            channel::ContentMethod::GetOk(g, request) => {
                 let message = GetMessage {
                     delivery: Delivery {
                         channel: ChannelId(ch),
@@ -1562,7 +1564,7 @@ impl Connection {
                     message_count: g.message_count,
                 };
                 self.events.push_back(Event::Completed {
-                    id: pending.id,
+                    id: request,
                     result: Ok(Reply::Get(Some(Box::new(message)))),
                 });
             }
@@ -1647,6 +1649,17 @@ impl Connection {
 
     /// Fails everything a channel had pending: requests, consumers, unconfirmed publishes.
     fn fail_channel(&mut self, ch: u16, mut channel: Channel, error: &Error) {
+        // A get-ok whose content was still arriving has left the pending queue already.
+        if let Some(channel::Incoming {
+            method: channel::ContentMethod::GetOk(_, id),
+            ..
+        }) = channel.incoming.take()
+        {
+            self.events.push_back(Event::Completed {
+                id,
+                result: Err(error.clone()),
+            });
+        }
         for pending in channel.pending.drain(..) {
             self.events.push_back(Event::Completed {
                 id: pending.id,
@@ -1713,6 +1726,19 @@ impl Connection {
                 method_id: 0,
             })
         });
+        // Our own close request succeeds when the connection ends the way it asked.
+        let mut rest = VecDeque::new();
+        for (id, want) in self.conn_pending.drain(..) {
+            if want == ConnectionCloseOk::ID && error.is_none() {
+                self.events.push_back(Event::Completed {
+                    id,
+                    result: Ok(Reply::ConnectionClosed),
+                });
+            } else {
+                rest.push_back((id, want));
+            }
+        }
+        self.conn_pending = rest;
         self.fail_everything(&failure);
         self.state = State::Closed;
         self.close_deadline = None;

@@ -1,0 +1,568 @@
+//! `bench`: side-by-side AMQP 0-9-1 client benchmark (lapin, amqprs; our
+//! amqp-tokio plugs in via `clients/mod.rs`).
+//!
+//! The parent process only orchestrates: for every (rep, scenario, size,
+//! client) it re-executes itself as `bench --one CLIENT SCENARIO SIZE ...`.
+//! The child runs exactly one measurement on a fresh 2-worker tokio runtime
+//! and prints one `BENCH_RESULT {json}` line, including its own ru_maxrss, so
+//! peak RSS is per (client, scenario, size). The parent interleaves clients,
+//! takes the median over the repetitions and prints a table.
+//!
+//! See README.md for the exact definition of every scenario.
+
+mod clients;
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use clients::ClientKind;
+use harness::{
+    Broker, DEFAULT_SIZES, Measurement, Params, RESULT_PREFIX, Scenario, fmt_size, make_payload,
+    parse_size,
+};
+
+const USAGE: &str = "\
+bench: lapin vs amqprs (vs amqp-tokio) AMQP 0-9-1 client benchmark
+
+USAGE:
+  bench [OPTIONS]
+
+OPTIONS:
+  --quick               smoke run: N = 2000 (sizes < 64 KiB) / 100 (larger), R = 1
+  --reps R              repetitions per cell, median reported (default 3)
+  --count N             N for every size (overrides the two below)
+  --count-small N       N for sizes < 64 KiB (default 200000)
+  --count-large N       N for sizes >= 64 KiB (default 5000)
+  --clients LIST        comma-separated (default: all = lapin,amqprs)
+  --scenarios LIST      publish,publish_confirms,consume,e2e (default: all)
+  --sizes LIST          e.g. 16,1k,128k (default: 16,1k,128k)
+  --prefetch N          consumer prefetch (default 1000)
+  --window N            max unconfirmed publishes (default 1000)
+  --host H --port P --user U --pass P --vhost V   broker (default 127.0.0.1:5672 guest/guest /)
+  --timeout SECS        kill a measurement after this long (default 900)
+  --pause-ms MS         pause between measurements (default 500)
+  --out FILE            also append every raw result (JSON lines) to FILE
+  -h, --help
+
+INTERNAL (used by the parent):
+  --one CLIENT SCENARIO SIZE --count N --queue NAME    run one measurement
+  --cleanup QUEUE                                      delete a queue (lapin)
+";
+
+#[derive(Debug)]
+struct Opts {
+    reps: u32,
+    count_small: u64,
+    count_large: u64,
+    clients: Vec<ClientKind>,
+    scenarios: Vec<Scenario>,
+    sizes: Vec<usize>,
+    prefetch: u16,
+    window: u64,
+    broker: Broker,
+    timeout: Duration,
+    pause: Duration,
+    out: Option<String>,
+    one: Option<(ClientKind, Scenario, usize)>,
+    queue: Option<String>,
+    cleanup: Option<String>,
+}
+
+/// Sizes at or above this use `count_large`.
+const LARGE: usize = 64 * 1024;
+
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    s.split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| f(x.trim()))
+        .collect()
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts {
+        reps: 3,
+        count_small: 200_000,
+        count_large: 5_000,
+        clients: ClientKind::ALL.to_vec(),
+        scenarios: Scenario::ALL.to_vec(),
+        sizes: DEFAULT_SIZES.to_vec(),
+        prefetch: 1000,
+        window: 1000,
+        broker: Broker::default(),
+        timeout: Duration::from_secs(900),
+        pause: Duration::from_millis(500),
+        out: None,
+        one: None,
+        queue: None,
+        cleanup: None,
+    };
+    let mut count_all: Option<u64> = None;
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    let next = |args: &mut dyn Iterator<Item = String>, flag: &str| -> Result<String> {
+        args.next().with_context(|| format!("{flag} needs a value"))
+    };
+    while let Some(a) = args.next() {
+        let a = a.as_str();
+        match a {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--quick" => quick = true,
+            "--reps" => o.reps = next(&mut args, a)?.parse()?,
+            "--count" => count_all = Some(next(&mut args, a)?.parse()?),
+            "--count-small" => o.count_small = next(&mut args, a)?.parse()?,
+            "--count-large" => o.count_large = next(&mut args, a)?.parse()?,
+            "--clients" => o.clients = parse_list(&next(&mut args, a)?, ClientKind::parse)?,
+            "--scenarios" => o.scenarios = parse_list(&next(&mut args, a)?, Scenario::parse)?,
+            "--sizes" => o.sizes = parse_list(&next(&mut args, a)?, parse_size)?,
+            "--prefetch" => o.prefetch = next(&mut args, a)?.parse()?,
+            "--window" => o.window = next(&mut args, a)?.parse()?,
+            "--host" => o.broker.host = next(&mut args, a)?,
+            "--port" => o.broker.port = next(&mut args, a)?.parse()?,
+            "--user" => o.broker.user = next(&mut args, a)?,
+            "--pass" => o.broker.pass = next(&mut args, a)?,
+            "--vhost" => o.broker.vhost = next(&mut args, a)?,
+            "--timeout" => o.timeout = Duration::from_secs(next(&mut args, a)?.parse()?),
+            "--pause-ms" => o.pause = Duration::from_millis(next(&mut args, a)?.parse()?),
+            "--out" => o.out = Some(next(&mut args, a)?),
+            "--queue" => o.queue = Some(next(&mut args, a)?),
+            "--cleanup" => o.cleanup = Some(next(&mut args, a)?),
+            "--one" => {
+                let c = ClientKind::parse(&next(&mut args, a)?)?;
+                let s = Scenario::parse(&next(&mut args, a)?)?;
+                let z = parse_size(&next(&mut args, a)?)?;
+                o.one = Some((c, s, z));
+            }
+            _ => bail!("unknown argument {a:?}\n\n{USAGE}"),
+        }
+    }
+    if quick {
+        o.count_small = 2_000;
+        o.count_large = 100;
+        o.reps = 1;
+    }
+    if let Some(n) = count_all {
+        o.count_small = n;
+        o.count_large = n;
+    }
+    if o.reps == 0 || o.clients.is_empty() || o.scenarios.is_empty() || o.sizes.is_empty() {
+        bail!("nothing to run");
+    }
+    if o.window == 0 || o.prefetch == 0 {
+        bail!("--window and --prefetch must be > 0");
+    }
+    Ok(o)
+}
+
+impl Opts {
+    fn count_for(&self, size: usize) -> u64 {
+        if size >= LARGE {
+            self.count_large
+        } else {
+            self.count_small
+        }
+    }
+
+    fn params(&self, queue: String, size: usize, count: u64) -> Params {
+        Params {
+            broker: self.broker.clone(),
+            queue,
+            payload: make_payload(size),
+            count,
+            prefetch: self.prefetch,
+            confirm_window: self.window,
+        }
+    }
+
+    /// Flags a child needs to reproduce our broker/tuning settings.
+    fn child_args(&self) -> Vec<String> {
+        let b = &self.broker;
+        vec![
+            "--host".into(),
+            b.host.clone(),
+            "--port".into(),
+            b.port.to_string(),
+            "--user".into(),
+            b.user.clone(),
+            "--pass".into(),
+            b.pass.clone(),
+            "--vhost".into(),
+            b.vhost.clone(),
+            "--prefetch".into(),
+            self.prefetch.to_string(),
+            "--window".into(),
+            self.window.to_string(),
+        ]
+    }
+}
+
+/// Same runtime for every client: multi-thread, 2 workers.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn main() {
+    let res = parse_args().and_then(|o| {
+        if let Some(one) = o.one {
+            child_main(&o, one)
+        } else if let Some(q) = &o.cleanup {
+            cleanup_main(&o, q)
+        } else {
+            parent_main(&o)
+        }
+    });
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------- child ---
+
+fn child_main(o: &Opts, (client, scenario, size): (ClientKind, Scenario, usize)) -> Result<()> {
+    let queue = o.queue.clone().context("--one needs --queue")?;
+    let count = o.count_for(size);
+    let params = o.params(queue, size, count);
+    let rt = runtime()?;
+    // Spawned (not block_on'd) so that the whole scenario, like the client
+    // libraries' own tasks, runs on the 2 runtime workers.
+    let timer = rt.block_on(async move {
+        tokio::spawn(async move { client.run(scenario, &params).await })
+            .await
+            .context("scenario task panicked")?
+    })?;
+    let (wall, cpu) = timer.elapsed()?;
+    let m = Measurement {
+        client: client.name().into(),
+        scenario: scenario.name().into(),
+        size,
+        count,
+        secs: wall.as_secs_f64(),
+        msgs_per_sec: count as f64 / wall.as_secs_f64(),
+        cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / count as f64,
+        peak_rss_kib: timer.process_peak_kib(),
+        timed_peak_rss_kib: timer.timed_peak_kib(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{RESULT_PREFIX}{}", serde_json::to_string(&m)?)?;
+    out.flush()?;
+    // Don't wait for lingering library threads/tasks on the way out.
+    std::process::exit(0);
+}
+
+fn cleanup_main(o: &Opts, queue: &str) -> Result<()> {
+    let p = o.params(queue.to_string(), 0, 0);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        tokio::spawn(async move { ClientKind::Lapin.delete_queue(&p).await })
+            .await
+            .context("cleanup task panicked")?
+    })?;
+    std::process::exit(0);
+}
+
+// --------------------------------------------------------------- parent ---
+
+enum ChildOutcome {
+    Ok(Measurement),
+    Failed(String),
+}
+
+fn run_child(o: &Opts, args: &[String]) -> Result<ChildOutcome> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .args(o.child_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning child")?;
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + o.timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Ok(ChildOutcome::Failed(format!(
+            "timed out after {}s",
+            o.timeout.as_secs()
+        )));
+    };
+    if !status.success() {
+        return Ok(ChildOutcome::Failed(format!("child exited with {status}")));
+    }
+    for line in out.lines() {
+        if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
+            return Ok(ChildOutcome::Ok(serde_json::from_str(json)?));
+        }
+    }
+    Ok(ChildOutcome::Failed("child printed no result".into()))
+}
+
+fn fmt_mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Cell {
+    msgs_per_sec: f64,
+    cpu_us: f64,
+    rss_mib: f64,
+    timed_rss_mib: Option<f64>,
+    ok: usize,
+}
+
+fn parent_main(o: &Opts) -> Result<()> {
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
+    );
+    let mut out_file = match &o.out {
+        Some(f) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .with_context(|| format!("opening {f}"))?,
+        ),
+        None => None,
+    };
+    let total = o.reps as usize * o.scenarios.len() * o.sizes.len() * o.clients.len();
+    eprintln!(
+        "bench: {} measurements (reps={}, N={} for <64 KiB, N={} for >=64 KiB), broker {}:{}",
+        total, o.reps, o.count_small, o.count_large, o.broker.host, o.broker.port
+    );
+    let started = Instant::now();
+    let mut results: BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>> = BTreeMap::new();
+    let mut failures = 0usize;
+    let mut i = 0usize;
+    for rep in 1..=o.reps {
+        for &scenario in &o.scenarios {
+            for &size in &o.sizes {
+                for &client in &o.clients {
+                    i += 1;
+                    let queue = format!(
+                        "amqp-bench-{run_id}-r{rep}-{}-{}-{size}",
+                        client.name(),
+                        scenario.name()
+                    );
+                    let count = o.count_for(size);
+                    let args: Vec<String> = vec![
+                        "--one".into(),
+                        client.name().into(),
+                        scenario.name().into(),
+                        size.to_string(),
+                        "--count".into(),
+                        count.to_string(),
+                        "--queue".into(),
+                        queue.clone(),
+                    ];
+                    let t0 = Instant::now();
+                    let label = format!(
+                        "[{i}/{total}] rep {rep} {:<16} {:>7} {:<7}",
+                        scenario.name(),
+                        fmt_size(size),
+                        client.name()
+                    );
+                    match run_child(o, &args)? {
+                        ChildOutcome::Ok(m) => {
+                            eprintln!(
+                                "{label} {:>10.0} msg/s {:>7.2} us/msg {:>8.1} MiB peak {:>8} MiB timed  ({:.1}s)",
+                                m.msgs_per_sec,
+                                m.cpu_us_per_msg,
+                                m.peak_rss_kib as f64 / 1024.0,
+                                fmt_mib(m.timed_peak_rss_kib),
+                                t0.elapsed().as_secs_f64()
+                            );
+                            if let Some(f) = out_file.as_mut() {
+                                writeln!(f, "{}", serde_json::to_string(&m)?)?;
+                            }
+                            results.entry((scenario, size, client)).or_default().push(m);
+                        }
+                        ChildOutcome::Failed(why) => {
+                            failures += 1;
+                            eprintln!("{label} FAILED: {why}; deleting queue {queue}");
+                            let mut cargs = vec!["--cleanup".to_string(), queue.clone()];
+                            cargs.extend(o.child_args());
+                            let ok = Command::new(std::env::current_exe()?)
+                                .args(&cargs)
+                                .stdout(Stdio::null())
+                                .status()
+                                .map(|s| s.success())
+                                .unwrap_or(false);
+                            if !ok {
+                                eprintln!(
+                                    "  cleanup of {queue} failed (it expires by itself after 30 min unused)"
+                                );
+                            }
+                            results.entry((scenario, size, client)).or_default();
+                        }
+                    }
+                    std::thread::sleep(o.pause);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "bench: done in {:.0}s, {failures} failed",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Medians per cell.
+    let mut cells: BTreeMap<(Scenario, usize, ClientKind), Cell> = BTreeMap::new();
+    for (k, ms) in &results {
+        if ms.is_empty() {
+            continue;
+        }
+        let mut thr: Vec<f64> = ms.iter().map(|m| m.msgs_per_sec).collect();
+        let mut cpu: Vec<f64> = ms.iter().map(|m| m.cpu_us_per_msg).collect();
+        let mut rss: Vec<f64> = ms.iter().map(|m| m.peak_rss_kib as f64 / 1024.0).collect();
+        let mut timed: Vec<f64> = ms
+            .iter()
+            .filter_map(|m| m.timed_peak_rss_kib)
+            .map(|k| k as f64 / 1024.0)
+            .collect();
+        cells.insert(
+            *k,
+            Cell {
+                msgs_per_sec: median(&mut thr),
+                cpu_us: median(&mut cpu),
+                rss_mib: median(&mut rss),
+                timed_rss_mib: (!timed.is_empty()).then(|| median(&mut timed)),
+                ok: ms.len(),
+            },
+        );
+    }
+    print_table(o, &results, &cells);
+    if failures > 0 {
+        bail!("{failures} measurement(s) failed");
+    }
+    Ok(())
+}
+
+fn print_table(
+    o: &Opts,
+    results: &BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>>,
+    cells: &BTreeMap<(Scenario, usize, ClientKind), Cell>,
+) {
+    let ours_present = o.clients.iter().any(|c| c.is_ours());
+    println!();
+    println!(
+        "median of {} rep(s); N = {} (< 64 KiB), {} (>= 64 KiB); tokio multi-thread runtime, 2 workers",
+        o.reps, o.count_small, o.count_large
+    );
+    let mut header = format!(
+        "{:<17} {:>8} {:<10} {:>12} {:>12} {:>13} {:>10}",
+        "scenario", "size", "client", "msgs/s", "CPU us/msg", "peak RSS MiB", "timed MiB"
+    );
+    if ours_present {
+        header.push_str(&format!(
+            " {:>10} {:>9} {:>9}",
+            "thr/best", "cpu/best", "rss/best"
+        ));
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    for &scenario in &o.scenarios {
+        for &size in &o.sizes {
+            // Best of the reference (non-ours) clients, per metric.
+            let refs: Vec<Cell> = o
+                .clients
+                .iter()
+                .filter(|c| !c.is_ours())
+                .filter_map(|c| cells.get(&(scenario, size, *c)).copied())
+                .collect();
+            let best_thr = refs.iter().map(|c| c.msgs_per_sec).fold(f64::NAN, f64::max);
+            let best_cpu = refs.iter().map(|c| c.cpu_us).fold(f64::NAN, f64::min);
+            let best_rss = refs.iter().map(|c| c.rss_mib).fold(f64::NAN, f64::min);
+            for &client in &o.clients {
+                let key = (scenario, size, client);
+                let runs = results.get(&key).map_or(0, Vec::len);
+                let mut line = format!(
+                    "{:<17} {:>8} {:<10}",
+                    scenario.name(),
+                    fmt_size(size),
+                    client.name()
+                );
+                match cells.get(&key) {
+                    Some(c) => {
+                        line.push_str(&format!(
+                            " {:>12.0} {:>12.2} {:>13.1} {:>10}",
+                            c.msgs_per_sec,
+                            c.cpu_us,
+                            c.rss_mib,
+                            c.timed_rss_mib
+                                .map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+                        ));
+                        if ours_present && client.is_ours() && !refs.is_empty() {
+                            line.push_str(&format!(
+                                " {:>9.2}x {:>8.2}x {:>8.2}x",
+                                c.msgs_per_sec / best_thr,
+                                c.cpu_us / best_cpu,
+                                c.rss_mib / best_rss
+                            ));
+                        }
+                        if c.ok < o.reps as usize {
+                            line.push_str(&format!("  ({}/{} runs ok)", c.ok, o.reps));
+                        }
+                    }
+                    None => line.push_str(&format!(
+                        " {:>12} {:>12} {:>13} {:>10}  (0/{} runs ok)",
+                        "FAILED",
+                        "-",
+                        "-",
+                        "-",
+                        o.reps.max(runs as u32)
+                    )),
+                }
+                println!("{line}");
+            }
+        }
+    }
+    println!(
+        "\npeak RSS = whole child process (ru_maxrss, incl. connect/prefill); \
+         timed = peak RSS within the timed section only"
+    );
+    if ours_present {
+        println!(
+            "ratios: ours / best of the reference clients per metric \
+             (thr > 1 is better; cpu, rss < 1 are better)"
+        );
+    }
+}
