@@ -4,4 +4,5 @@
 //! The kit is public so that users can test their own code against broker behaviour,
 //! including misbehaviour, without a socket or a sleep.
 
+pub mod node;
 pub mod peer;
