@@ -1,0 +1,388 @@
+//! The connection handle, the handshake future and the connection event stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use amqp_proto as proto;
+use futures_core::Stream;
+use proto::{
+    ChannelId, ConnectionConfig, Error, FieldTable, Reply, RequestId, ShortString, Tuning,
+};
+
+use crate::channel::Channel;
+use crate::driver::{Driver, Timer, Transport};
+use crate::shared::{ReqKind, Shared, SharedRef, Subscriber};
+use crate::util::{lock, register};
+
+/// What happens to the connection as a whole, as seen by [`Connection::events`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The broker stopped reading from publishers (a resource alarm); publishes now wait.
+    Blocked {
+        /// The broker's reason.
+        reason: ShortString,
+    },
+    /// The alarm cleared; publishes go on.
+    Unblocked,
+    /// The broker paused (`active: false`) or resumed publishing on a channel.
+    ChannelFlow {
+        /// The channel.
+        channel: ChannelId,
+        /// Whether publishing may go on.
+        active: bool,
+    },
+    /// The broker did something wrong but not fatal.
+    Warning(Error),
+    /// The connection is over: `None` after a close this client asked for. Always the last
+    /// event.
+    Closed(Option<Error>),
+}
+
+/// Closes the connection when the last handle (connection, channel, consumer, delivery) goes.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) shared: SharedRef,
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        let mut s = lock(&self.shared);
+        if !s.core.is_closed() {
+            // Refused (and harmless) when a close is already under way.
+            let _ = s.core.close("client dropped the connection");
+        }
+        s.after_command();
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.core.state())
+            .field("channels", &self.channels.len())
+            .field("consumers", &self.consumers.len())
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for a command's completion; forgets (and cleans up after) it when dropped.
+pub(crate) struct WaitReply<'a> {
+    shared: &'a Mutex<Shared>,
+    id: RequestId,
+    finished: bool,
+}
+
+impl<'a> WaitReply<'a> {
+    pub(crate) fn new(shared: &'a Mutex<Shared>, id: RequestId) -> Self {
+        WaitReply {
+            shared,
+            id,
+            finished: false,
+        }
+    }
+}
+
+impl Future for WaitReply<'_> {
+    type Output = Result<Reply, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = lock(self.shared).poll_request(self.id, cx);
+        if result.is_ready() {
+            self.finished = true;
+        }
+        result
+    }
+}
+
+impl Drop for WaitReply<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(self.shared).abandon_request(self.id);
+        }
+    }
+}
+
+/// Runs one command under the lock and registers its waiter in the same critical section.
+pub(crate) fn start_request(
+    shared: &Mutex<Shared>,
+    command: impl FnOnce(&mut Shared) -> Result<(RequestId, ReqKind), Error>,
+) -> Result<RequestId, Error> {
+    let mut s = lock(shared);
+    let result = command(&mut s);
+    if let Ok((id, kind)) = result {
+        s.add_request(id, kind);
+    }
+    s.after_command();
+    result.map(|(id, _)| id)
+}
+
+/// A reply the core should never give to this command.
+pub(crate) fn unexpected(reply: Reply) -> Error {
+    tracing::error!(?reply, "amqp: unexpected reply from the core");
+    Error::Usage("unexpected reply to this command")
+}
+
+/// A connection to a broker. Cheap to clone; every clone is the same connection.
+///
+/// The connection closes (politely, with `connection.close`) when the last handle to it goes:
+/// every `Connection` clone, and every [`Channel`], [`crate::Consumer`], [`crate::Delivery`]
+/// and pending [`crate::PublishConfirm`], since each of those keeps it alive.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub(crate) handle: Arc<ConnHandle>,
+}
+
+impl Connection {
+    fn shared(&self) -> &Mutex<Shared> {
+        &self.handle.shared
+    }
+
+    /// Opens a channel on the lowest free number.
+    pub async fn open_channel(&self) -> Result<Channel, Error> {
+        let mut opened = None;
+        let id = start_request(self.shared(), |s| {
+            let (ch, id) = s.core.open_channel()?;
+            let key = s.add_channel(ch);
+            opened = Some((ch, key));
+            Ok((id, ReqKind::OpenChannel { key }))
+        })?;
+        let Some((ch, key)) = opened else {
+            return Err(Error::Usage("the channel was not opened"));
+        };
+        match WaitReply::new(self.shared(), id).await {
+            Ok(_) => Ok(Channel::new(self.handle.clone(), ch, key)),
+            Err(e) => {
+                lock(self.shared()).remove_channel(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// A stream of what happens to the connection: blocked/unblocked, channel flow, warnings,
+    /// and finally [`ConnectionEvent::Closed`], after which it ends. Subscribing after the
+    /// close yields the close at once. The stream does not keep the connection open.
+    pub fn events(&self) -> Events {
+        let mut s = lock(self.shared());
+        let key = s.next_key();
+        let mut sub = Subscriber::default();
+        if let Some(closed) = &s.closed {
+            sub.items.push_back(ConnectionEvent::Closed(closed.clone()));
+        }
+        s.subscribers.insert(key, sub);
+        Events {
+            shared: self.handle.shared.clone(),
+            key,
+            done: false,
+        }
+    }
+
+    /// Closes the connection and waits for the close handshake to finish. Everything pending
+    /// fails at once with the close reason. Returns the error that ended the connection if it
+    /// had already failed (or fails during the handshake).
+    pub async fn close(&self) -> Result<(), Error> {
+        {
+            let mut s = lock(self.shared());
+            if !s.core.is_closed() {
+                let _ = s.core.close("closed by client");
+            }
+            s.after_command();
+        }
+        std::future::poll_fn(|cx| {
+            let mut s = lock(self.shared());
+            match &s.closed {
+                Some(None) => Poll::Ready(Ok(())),
+                Some(Some(e)) => Poll::Ready(Err(e.clone())),
+                None => {
+                    register(&mut s.state_waiters, cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until the connection is over, and returns why (`None` after a close asked for
+    /// by this client).
+    pub async fn closed(&self) -> Option<Error> {
+        std::future::poll_fn(|cx| {
+            let mut s = lock(self.shared());
+            match &s.closed {
+                Some(reason) => Poll::Ready(reason.clone()),
+                None => {
+                    register(&mut s.state_waiters, cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Replaces the connection's secret (e.g. a refreshed OAuth2 token).
+    pub async fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<(), Error> {
+        let id = start_request(self.shared(), |s| {
+            Ok((s.core.update_secret(new_secret, reason)?, ReqKind::Plain))
+        })?;
+        WaitReply::new(self.shared(), id).await.map(|_| ())
+    }
+
+    /// What the broker said about itself when the connection opened.
+    pub fn server_properties(&self) -> FieldTable {
+        lock(self.shared()).core.server_properties().clone()
+    }
+
+    /// The limits agreed with the broker.
+    pub fn tuning(&self) -> Tuning {
+        lock(self.shared()).core.tuning()
+    }
+
+    /// Whether commands can be sent.
+    pub fn is_open(&self) -> bool {
+        lock(self.shared()).core.is_open()
+    }
+
+    /// Whether the broker currently blocks publishing (a resource alarm).
+    pub fn is_blocked(&self) -> bool {
+        lock(self.shared()).core.is_blocked()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> proto::State {
+        lock(self.shared()).core.state()
+    }
+}
+
+/// Starts a connection over an already connected transport: returns the future that
+/// finishes the handshake and the [`Driver`] the runtime must spawn. For runtime adapters
+/// (`amqp-tokio` and friends); applications use their `connect`.
+///
+/// `started` is when connecting began (before the transport connected), so that
+/// `connection_timeout` bounds the whole thing.
+pub fn start_connection<T: Transport, R: Timer>(
+    config: ConnectionConfig,
+    started: Instant,
+    transport: T,
+    timer: R,
+) -> (Connecting, Driver<T, R>) {
+    let core = proto::Connection::new(config, started);
+    let shared = Arc::new(Mutex::new(Shared::new(core)));
+    let driver = Driver::new(shared.clone(), transport, timer);
+    let connecting = Connecting {
+        handle: Some(Arc::new(ConnHandle { shared })),
+    };
+    (connecting, driver)
+}
+
+/// Resolves when the handshake finished ([`proto::Event::Connected`]) or failed (wrong
+/// credentials, vhost refused, timeout, broken transport). Dropping it abandons the
+/// connection.
+#[derive(Debug)]
+#[must_use = "the connection is abandoned when this is dropped"]
+pub struct Connecting {
+    handle: Option<Arc<ConnHandle>>,
+}
+
+impl Future for Connecting {
+    type Output = Result<Connection, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(handle) = self.handle.as_ref() else {
+            return Poll::Ready(Err(Error::Usage("polled after completion")));
+        };
+        let ready = {
+            let mut s = lock(&handle.shared);
+            if s.connected && s.closed.is_none() {
+                Some(Ok(()))
+            } else if let Some(closed) = &s.closed {
+                Some(Err(match closed {
+                    Some(e) => e.clone(),
+                    None => s
+                        .close_error
+                        .clone()
+                        .unwrap_or(Error::Usage("the connection closed")),
+                }))
+            } else {
+                register(&mut s.state_waiters, cx.waker());
+                None
+            }
+        };
+        match ready {
+            None => Poll::Pending,
+            Some(Ok(())) => Poll::Ready(Ok(Connection {
+                handle: self.handle.take().expect("checked above"),
+            })),
+            Some(Err(e)) => {
+                self.handle = None;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// The stream returned by [`Connection::events`].
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Events {
+    shared: SharedRef,
+    key: u64,
+    done: bool,
+}
+
+impl Stream for Events {
+    type Item = ConnectionEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut s = lock(&self.shared);
+        let Some(sub) = s.subscribers.get_mut(&self.key) else {
+            drop(s);
+            self.done = true;
+            return Poll::Ready(None);
+        };
+        match sub.items.pop_front() {
+            Some(event) => {
+                let last = matches!(event, ConnectionEvent::Closed(_));
+                if last {
+                    s.subscribers.remove(&self.key);
+                    drop(s);
+                    self.done = true;
+                }
+                Poll::Ready(Some(event))
+            }
+            None => {
+                crate::util::set_waker(&mut sub.waker, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.shared).subscribers.remove(&self.key);
+        }
+    }
+}
+
+impl Events {
+    /// Events already queued, without waiting (for polling loops).
+    pub fn try_next(&mut self) -> Option<ConnectionEvent> {
+        if self.done {
+            return None;
+        }
+        let mut s = lock(&self.shared);
+        let event = s.subscribers.get_mut(&self.key)?.items.pop_front()?;
+        if matches!(event, ConnectionEvent::Closed(_)) {
+            s.subscribers.remove(&self.key);
+            self.done = true;
+        }
+        Some(event)
+    }
+}

@@ -1,0 +1,337 @@
+//! The driver: the one task that moves bytes between the transport and the core, and keeps
+//! the core's time.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use crate::shared::SharedRef;
+use crate::util::lock;
+
+/// A connected byte stream, as the runtime adapters provide it. Kept minimal so that each
+/// runtime can use its fastest path (e.g. tokio's readiness + `try_read_buf`).
+pub trait Transport: Send + Unpin + 'static {
+    /// Reads into the spare capacity of `buf` (appending; `buf` always has room). `Ok(0)`
+    /// means end of stream.
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
+
+    /// Writes from `bufs` in order, returning how many bytes went out.
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+
+    /// Flushes buffered output (a no-op for plain TCP).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Shuts the write side down.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// The runtime's timer.
+pub trait Timer: Send + Sync + Unpin + 'static {
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Room made in the read buffer before a read, when less than [`READ_MIN`] is left.
+const READ_RESERVE: usize = 64 * 1024;
+const READ_MIN: usize = 8 * 1024;
+/// Chunks and bytes taken from the core for one vectored write batch.
+const MAX_IOVECS: usize = 64;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How long the driver keeps writing what is left once the connection is over.
+const FLUSH_AFTER_CLOSE: Duration = Duration::from_secs(1);
+/// Loop iterations per poll before yielding to other tasks.
+const SPIN_LIMIT: usize = 32;
+
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Drives one connection: spawn it on the runtime (see [`crate::start_connection`]). It
+/// finishes after the connection is over and what was left to write is flushed (bounded by
+/// one second). Dropping it early ends the connection with a transport error.
+#[must_use = "the connection does nothing unless its driver is spawned"]
+pub struct Driver<T, R> {
+    shared: SharedRef,
+    io: T,
+    timer: R,
+    /// The core's read buffer, lent out while a read is pending.
+    rbuf: BytesMut,
+    /// Chunks taken from the core, being written.
+    out: VecDeque<Bytes>,
+    need_flush: bool,
+    read_done: bool,
+    write_failed: bool,
+    sleep: Option<(Instant, Sleep)>,
+    /// When the connection closed: flush until then.
+    flush_deadline: Option<(Instant, Sleep)>,
+    finished: bool,
+}
+
+impl<T, R> fmt::Debug for Driver<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("queued_chunks", &self.out.len())
+            .field("read_done", &self.read_done)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step {
+    Progress,
+    Idle,
+    Finished,
+}
+
+impl<T: Transport, R: Timer> Driver<T, R> {
+    pub(crate) fn new(shared: SharedRef, io: T, timer: R) -> Self {
+        let rbuf = std::mem::take(lock(&shared).core.read_buf());
+        Driver {
+            shared,
+            io,
+            timer,
+            rbuf,
+            out: VecDeque::new(),
+            need_flush: false,
+            read_done: false,
+            write_failed: false,
+            sleep: None,
+            flush_deadline: None,
+            finished: false,
+        }
+    }
+
+    fn fail_transport(&mut self, e: &io::Error) {
+        self.write_failed = true;
+        self.read_done = true;
+        self.out.clear();
+        let mut s = lock(&self.shared);
+        s.core
+            .handle_transport_error(e.kind(), e.to_string(), Instant::now());
+        s.dispatch();
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
+            self.rbuf.reserve(READ_RESERVE);
+        }
+        let result = match self.io.poll_read_buf(cx, &mut self.rbuf) {
+            Poll::Pending => return false,
+            Poll::Ready(result) => result,
+        };
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
+            return true;
+        }
+        let mut s = lock(&self.shared);
+        let now = Instant::now();
+        // Hand the buffer back to the core, which decodes in place (bodies stay slices of it).
+        std::mem::swap(s.core.read_buf(), &mut self.rbuf);
+        match result {
+            Ok(0) => {
+                self.read_done = true;
+                s.core.handle_eof(now);
+            }
+            Ok(_) => s.core.process_input(now),
+            Err(e) => {
+                self.read_done = true;
+                s.core.handle_transport_error(e.kind(), e.to_string(), now);
+            }
+        }
+        std::mem::swap(s.core.read_buf(), &mut self.rbuf);
+        s.dispatch();
+        true
+    }
+
+    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while !self.out.is_empty() {
+            let result = {
+                let iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> =
+                    self.out.iter().map(|b| IoSlice::new(b)).collect();
+                self.io.poll_write_vectored(cx, &iov)
+            };
+            match result {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    self.fail_transport(&io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(mut n)) => {
+                    progress = true;
+                    self.need_flush = true;
+                    while n > 0 {
+                        let Some(front) = self.out.front_mut() else {
+                            break;
+                        };
+                        if front.len() > n {
+                            front.advance(n);
+                            break;
+                        }
+                        n -= front.len();
+                        self.out.pop_front();
+                    }
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    self.fail_transport(&e);
+                    return true;
+                }
+            }
+        }
+        if self.need_flush && self.out.is_empty() {
+            match self.io.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.need_flush = false,
+                Poll::Ready(Err(e)) => {
+                    self.fail_transport(&e);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Step {
+        let mut progress = false;
+        if !self.read_done {
+            progress |= self.read(cx);
+        }
+
+        // Take output, note the state and the next deadline: one lock.
+        let (closed, pending_output, deadline) = {
+            let mut s = lock(&self.shared);
+            if self.write_failed {
+                while s.core.pop_transmit().is_some() {}
+            } else if self.out.is_empty() {
+                let mut bytes = 0;
+                while self.out.len() < MAX_IOVECS && bytes < MAX_BATCH_BYTES {
+                    match s.core.pop_transmit() {
+                        Some(chunk) => {
+                            bytes += chunk.len();
+                            self.out.push_back(chunk);
+                        }
+                        None => break,
+                    }
+                }
+                if bytes > 0 {
+                    s.output_drained();
+                }
+            }
+            s.park_driver(cx.waker(), self.out.is_empty());
+            (
+                s.core.is_closed(),
+                s.core.wants_write(),
+                s.core.poll_timeout(),
+            )
+        };
+
+        if !self.out.is_empty() || self.need_flush {
+            progress |= self.write(cx);
+        }
+
+        if closed {
+            self.read_done = true;
+            self.sleep = None;
+            let now = Instant::now();
+            let (until, sleep) = self.flush_deadline.get_or_insert_with(|| {
+                (
+                    now + FLUSH_AFTER_CLOSE,
+                    self.timer.sleep_until(now + FLUSH_AFTER_CLOSE),
+                )
+            });
+            let out_of_time = now >= *until || sleep.as_mut().poll(cx).is_ready();
+            let flushed = self.out.is_empty() && !self.need_flush && !pending_output;
+            if flushed || self.write_failed || out_of_time {
+                if self.write_failed || out_of_time {
+                    return Step::Finished;
+                }
+                return match self.io.poll_shutdown(cx) {
+                    Poll::Ready(_) => Step::Finished,
+                    Poll::Pending => Step::Idle,
+                };
+            }
+            return if progress { Step::Progress } else { Step::Idle };
+        }
+
+        match deadline {
+            None => self.sleep = None,
+            Some(t) => {
+                if self.sleep.as_ref().is_none_or(|(armed, _)| t < *armed) {
+                    self.sleep = Some((t, self.timer.sleep_until(t)));
+                }
+            }
+        }
+        if let Some((_, sleep)) = &mut self.sleep {
+            if sleep.as_mut().poll(cx).is_ready() {
+                self.sleep = None;
+                let mut s = lock(&self.shared);
+                s.core.handle_timeout(Instant::now());
+                s.dispatch();
+                progress = true;
+            }
+        }
+
+        if progress { Step::Progress } else { Step::Idle }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        let mut s = lock(&self.shared);
+        s.driver_done = true;
+    }
+}
+
+impl<T: Transport, R: Timer> Future for Driver<T, R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(());
+        }
+        for _ in 0..SPIN_LIMIT {
+            match this.step(cx) {
+                Step::Progress => {}
+                Step::Idle => return Poll::Pending,
+                Step::Finished => {
+                    this.finish();
+                    return Poll::Ready(());
+                }
+            }
+        }
+        // Busy: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T, R> Drop for Driver<T, R> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut s = lock(&self.shared);
+        s.driver_done = true;
+        if !s.core.is_closed() {
+            s.core.handle_transport_error(
+                io::ErrorKind::Other,
+                "the connection's driver task was stopped".into(),
+                Instant::now(),
+            );
+            s.dispatch();
+        }
+    }
+}

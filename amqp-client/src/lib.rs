@@ -1,0 +1,54 @@
+//! # amqp-client
+//!
+//! The runtime-agnostic async layer of the AMQP 0-9-1 client: [`Connection`], [`Channel`],
+//! [`Consumer`], [`Delivery`] and [`PublishConfirm`] handles over the sans-IO
+//! [`amqp_proto`] core, plus the [`Driver`] future that moves the bytes. It holds no protocol
+//! knowledge: it calls the core and routes the core's events to whoever waits for them.
+//!
+//! Applications use a runtime adapter (`amqp-tokio`), which connects the transport, spawns
+//! the driver and re-exports this API. An adapter implements [`Transport`] and [`Timer`]
+//! and calls [`start_connection`].
+//!
+//! ## Design
+//!
+//! * One `std::sync::Mutex` guards the core and the waiter tables; it is never held across
+//!   an `.await`. Handles call the core directly under it (no task hop per publish or ack)
+//!   and register their waiter under the same lock, so a completion can never be routed
+//!   before its waiter exists.
+//! * The driver reads straight into the core's buffer, dispatches events right after every
+//!   input and timeout, and writes the core's output with vectored writes, many frames per
+//!   system call. Handles wake it only when output appears while it is idle.
+//! * Publishing waits (it does not fail) while the broker blocks the connection, pauses the
+//!   channel, or more than `high_water_mark` bytes are queued; acks never wait.
+//! * Every waiter fails with the core's real error on every close path.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod channel;
+mod connect;
+mod connection;
+mod consumer;
+mod driver;
+mod options;
+mod shared;
+mod util;
+
+pub use channel::{Channel, Confirmation, PublishConfirm, Returns};
+pub use connect::{ConnectError, ConnectOptions, IntoConnectOptions};
+pub use connection::{Connecting, Connection, ConnectionEvent, Events, start_connection};
+pub use consumer::{Consumer, Delivery};
+pub use driver::{Driver, Timer, Transport};
+pub use options::{
+    BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,
+};
+
+pub use amqp_proto;
+pub use amqp_proto::uri::{AmqpUri, UriError};
+pub use amqp_proto::{
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, CloseReason,
+    ConnectionConfig, ConsumerEnd, ConsumerTag, DeliveryTag, Error, ErrorKind,
+    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString,
+    QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString, State,
+    Tuning,
+};

@@ -1,0 +1,745 @@
+//! The state every handle and the driver share under one lock: the core connection and the
+//! tables that route its events to whoever waits for them.
+//!
+//! Rules that keep anything from hanging:
+//! * a waiter is registered under the same lock acquisition as the core call it waits for,
+//!   and events are dispatched right after (after every command, every input, every timeout);
+//! * dispatch never blocks: it only fills queues and wakes tasks;
+//! * on `Event::Closed` every table is swept and every waiter is woken with the core's error,
+//!   and everything registered later finds the connection closed at once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use amqp_proto as proto;
+use proto::{
+    ChannelId, ConsumerEnd, ConsumerTag, DeliveryTag, Error, Event, Reply, RequestId,
+    ReturnedMessage,
+};
+use smallvec::SmallVec;
+
+use crate::connection::ConnectionEvent;
+use crate::util::{Map, set_waker, wake_all};
+
+/// The lock every handle and the driver share.
+pub(crate) type SharedRef = Arc<Mutex<Shared>>;
+
+/// Where a command's completion goes.
+pub(crate) enum ReqState {
+    /// Not completed; the waiting task's waker once it has polled.
+    Waiting(Option<Waker>),
+    /// Completed, not yet picked up.
+    Done(Result<Reply, Error>),
+    /// The waiting future was dropped; the completion only needs cleaning up after.
+    Abandoned,
+}
+
+/// What a completion means beyond its reply, for the bookkeeping it needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReqKind {
+    /// Nothing beyond the reply.
+    Plain,
+    /// `open_channel`: the channel entry already exists under `key`.
+    OpenChannel { key: u64 },
+    /// `basic_consume`: the consumer queue is created, under `consumer`, when it completes,
+    /// before any delivery for it can be routed.
+    Consume {
+        channel: ChannelId,
+        consumer: u64,
+        no_ack: bool,
+    },
+    /// `basic_get`: a message nobody waits for any more is handed back to the broker.
+    Get { channel: ChannelId, no_ack: bool },
+}
+
+pub(crate) struct Request {
+    pub(crate) state: ReqState,
+    pub(crate) kind: ReqKind,
+}
+
+/// One publish awaiting its confirm.
+enum ConfirmSlot {
+    /// Its [`crate::PublishConfirm`] is alive and waits.
+    Waiting(Option<Waker>),
+    /// Its future was dropped; only counted.
+    Detached,
+    /// Resolved, not yet picked up.
+    Ready(proto::Confirmation),
+    /// Resolved and picked up (or dropped).
+    Taken,
+}
+
+/// Confirm bookkeeping for one channel: publishes are numbered 1, 2, 3… so the slots form a
+/// deque indexed by `tag - base`.
+#[derive(Default)]
+pub(crate) struct Confirms {
+    base: u64,
+    slots: VecDeque<ConfirmSlot>,
+    /// Publishes not yet resolved.
+    pub(crate) outstanding: usize,
+    /// A nack arrived since the last `wait_for_confirms`.
+    pub(crate) nacked: bool,
+    /// A confirm was lost (channel or connection closed) since the last `wait_for_confirms`.
+    pub(crate) lost: Option<Error>,
+    /// Tasks in `wait_for_confirms`.
+    pub(crate) waiters: Vec<Waker>,
+}
+
+impl Confirms {
+    pub(crate) fn push(&mut self, tag: DeliveryTag) {
+        let expected = self.base + self.slots.len() as u64;
+        if self.slots.is_empty() {
+            self.base = tag.0;
+        } else if tag.0 > expected {
+            // Tags are consecutive per channel; tolerate a gap rather than misroute.
+            for _ in expected..tag.0 {
+                self.slots.push_back(ConfirmSlot::Taken);
+            }
+        } else if tag.0 < expected {
+            return;
+        }
+        self.slots.push_back(ConfirmSlot::Waiting(None));
+        self.outstanding += 1;
+    }
+
+    fn index(&self, tag: DeliveryTag) -> Option<usize> {
+        let i = tag.0.checked_sub(self.base)?;
+        let i = usize::try_from(i).ok()?;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    pub(crate) fn resolve(&mut self, tag: DeliveryTag, outcome: proto::Confirmation) {
+        let Some(i) = self.index(tag) else {
+            return;
+        };
+        match &outcome {
+            proto::Confirmation::Nack(_) => self.nacked = true,
+            proto::Confirmation::Lost(e) => {
+                if self.lost.is_none() {
+                    self.lost = Some(e.clone());
+                }
+            }
+            proto::Confirmation::Ack(_) => {}
+        }
+        let slot = &mut self.slots[i];
+        match std::mem::replace(slot, ConfirmSlot::Taken) {
+            ConfirmSlot::Waiting(waker) => {
+                *slot = ConfirmSlot::Ready(outcome);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            ConfirmSlot::Detached => {}
+            other => {
+                // Resolved twice: keep the first outcome.
+                *slot = other;
+                return;
+            }
+        }
+        self.outstanding -= 1;
+        if self.outstanding == 0 {
+            wake_all(&mut self.waiters);
+        }
+        self.trim();
+    }
+
+    /// Picks up the outcome of `tag`, or registers the waker.
+    pub(crate) fn poll_take(
+        &mut self,
+        tag: DeliveryTag,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<proto::Confirmation>> {
+        let Some(i) = self.index(tag) else {
+            return Poll::Ready(None);
+        };
+        let slot = &mut self.slots[i];
+        match slot {
+            ConfirmSlot::Waiting(w) => {
+                set_waker(w, cx.waker());
+                Poll::Pending
+            }
+            ConfirmSlot::Ready(_) => {
+                let ConfirmSlot::Ready(outcome) = std::mem::replace(slot, ConfirmSlot::Taken)
+                else {
+                    unreachable!()
+                };
+                self.trim();
+                Poll::Ready(Some(outcome))
+            }
+            ConfirmSlot::Detached | ConfirmSlot::Taken => Poll::Ready(None),
+        }
+    }
+
+    /// The future for `tag` was dropped.
+    pub(crate) fn detach(&mut self, tag: DeliveryTag) {
+        let Some(i) = self.index(tag) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        match slot {
+            ConfirmSlot::Waiting(_) => *slot = ConfirmSlot::Detached,
+            ConfirmSlot::Ready(_) => *slot = ConfirmSlot::Taken,
+            _ => {}
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while let Some(ConfirmSlot::Taken) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+/// Returned messages for a channel's [`crate::Returns`] stream.
+#[derive(Default)]
+pub(crate) struct ReturnQueue {
+    pub(crate) subscribed: bool,
+    pub(crate) items: VecDeque<Box<ReturnedMessage>>,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// What the client keeps per channel handle.
+pub(crate) struct ChannelEntry {
+    pub(crate) id: ChannelId,
+    /// `channel.open-ok` arrived.
+    pub(crate) open: bool,
+    /// Why it is no longer usable (set once).
+    pub(crate) closed: Option<Error>,
+    /// This client closed it.
+    pub(crate) closed_by_us: bool,
+    /// Mirror of the broker's `channel.flow` for this channel.
+    pub(crate) flow_active: bool,
+    pub(crate) confirms: Confirms,
+    pub(crate) returns: ReturnQueue,
+    pub(crate) close_wakers: Vec<Waker>,
+}
+
+/// Deliveries for one consumer, waiting for its [`crate::Consumer`] stream.
+pub(crate) struct ConsumerQueue {
+    pub(crate) channel: ChannelId,
+    pub(crate) tag: ConsumerTag,
+    pub(crate) no_ack: bool,
+    pub(crate) items: VecDeque<Box<proto::Delivery>>,
+    pub(crate) end: Option<ConsumerEnd>,
+    pub(crate) waker: Option<Waker>,
+    /// A `Consumer` stream exists for it; without one deliveries are handed back.
+    pub(crate) owned: bool,
+}
+
+/// One [`crate::Events`] stream's queue.
+#[derive(Default)]
+pub(crate) struct Subscriber {
+    pub(crate) items: VecDeque<ConnectionEvent>,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// Everything behind the lock.
+pub(crate) struct Shared {
+    pub(crate) core: proto::Connection,
+    driver_waker: Option<Waker>,
+    /// The driver found no output and waits to be woken when there is some.
+    driver_idle: bool,
+    pub(crate) requests: Map<RequestId, Request>,
+    pub(crate) channels: Map<u64, ChannelEntry>,
+    /// Channel number → key of the entry currently using it.
+    channel_keys: Map<u16, u64>,
+    pub(crate) consumers: Map<u64, ConsumerQueue>,
+    /// Channel number → (consumer tag, consumer key) of its active consumers.
+    consumer_keys: Map<u16, SmallVec<[(ConsumerTag, u64); 2]>>,
+    pub(crate) subscribers: Map<u64, Subscriber>,
+    /// Publishers waiting for backpressure, a broker block or channel flow to clear.
+    pub(crate) publish_waiters: Vec<Waker>,
+    /// Waiting for the handshake to finish or the connection to close.
+    pub(crate) state_waiters: Vec<Waker>,
+    next_key: u64,
+    pub(crate) connected: bool,
+    /// `Some` after `Event::Closed`, holding what it carried.
+    pub(crate) closed: Option<Option<Error>>,
+    /// After `Event::Closed`: the error everything still waiting fails with.
+    pub(crate) close_error: Option<Error>,
+    /// The driver has stopped.
+    pub(crate) driver_done: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(core: proto::Connection) -> Self {
+        Shared {
+            core,
+            driver_waker: None,
+            driver_idle: false,
+            requests: Map::default(),
+            channels: Map::default(),
+            channel_keys: Map::default(),
+            consumers: Map::default(),
+            consumer_keys: Map::default(),
+            subscribers: Map::default(),
+            publish_waiters: Vec::new(),
+            state_waiters: Vec::new(),
+            next_key: 0,
+            connected: false,
+            closed: None,
+            close_error: None,
+            driver_done: false,
+        }
+    }
+
+    pub(crate) fn next_key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    // ----- the driver's side -----
+
+    /// Records the driver's waker; `idle` says it has nothing to write and must be woken
+    /// when output appears.
+    pub(crate) fn park_driver(&mut self, waker: &Waker, idle: bool) {
+        set_waker(&mut self.driver_waker, waker);
+        self.driver_idle = idle;
+    }
+
+    /// Wakes the driver if it sleeps while there is output (or the connection just closed).
+    #[inline]
+    pub(crate) fn wake_driver(&mut self) {
+        if self.driver_idle && (self.core.wants_write() || self.core.is_closed()) {
+            self.driver_idle = false;
+            if let Some(w) = &self.driver_waker {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    /// To call after every core command: routes what it emitted, wakes the driver if needed.
+    #[inline]
+    pub(crate) fn after_command(&mut self) {
+        self.dispatch();
+        self.wake_driver();
+    }
+
+    /// Output drained: publishers waiting on backpressure may go on.
+    pub(crate) fn output_drained(&mut self) {
+        if !self.publish_waiters.is_empty() && !self.core.is_backpressured() {
+            wake_all(&mut self.publish_waiters);
+        }
+    }
+
+    // ----- lookups for handles -----
+
+    /// The entry of an open channel handle, or why it cannot be used.
+    pub(crate) fn channel(&mut self, key: u64) -> Result<&mut ChannelEntry, Error> {
+        match self.channels.get_mut(&key) {
+            Some(entry) => match &entry.closed {
+                None => Ok(entry),
+                Some(e) => Err(e.clone()),
+            },
+            None => Err(Error::Usage("the channel is gone")),
+        }
+    }
+
+    /// Creates the entry for a channel being opened on number `id`.
+    pub(crate) fn add_channel(&mut self, id: ChannelId) -> u64 {
+        let key = self.next_key();
+        self.channels.insert(
+            key,
+            ChannelEntry {
+                id,
+                open: false,
+                closed: None,
+                closed_by_us: false,
+                flow_active: true,
+                confirms: Confirms::default(),
+                returns: ReturnQueue::default(),
+                close_wakers: Vec::new(),
+            },
+        );
+        self.channel_keys.insert(id.0, key);
+        key
+    }
+
+    /// Marks a channel closed by this client (after the core call and its dispatch).
+    pub(crate) fn closed_by_us(&mut self, key: u64, error: Error) {
+        if let Some(entry) = self.channels.get_mut(&key) {
+            if self.channel_keys.get(&entry.id.0) == Some(&key) {
+                self.channel_keys.remove(&entry.id.0);
+            }
+            entry.closed_by_us = true;
+            Self::end_channel(entry, error, &mut self.publish_waiters);
+        }
+    }
+
+    /// Forgets a channel handle's entry (the last handle was dropped).
+    pub(crate) fn remove_channel(&mut self, key: u64) {
+        if let Some(entry) = self.channels.remove(&key) {
+            if self.channel_keys.get(&entry.id.0) == Some(&key) {
+                self.channel_keys.remove(&entry.id.0);
+            }
+        }
+    }
+
+    fn end_channel(entry: &mut ChannelEntry, error: Error, publish_waiters: &mut Vec<Waker>) {
+        if entry.closed.is_none() {
+            entry.closed = Some(error);
+        }
+        wake_all(&mut entry.close_wakers);
+        wake_all(&mut entry.confirms.waiters);
+        if let Some(w) = entry.returns.waker.take() {
+            w.wake();
+        }
+        // A publisher of this channel may be parked on backpressure.
+        wake_all(publish_waiters);
+    }
+
+    fn entry_by_number(&mut self, ch: ChannelId) -> Option<&mut ChannelEntry> {
+        let key = self.channel_keys.get(&ch.0)?;
+        self.channels.get_mut(key)
+    }
+
+    /// Registers a command's waiter (call right after the core accepted the command).
+    pub(crate) fn add_request(&mut self, id: RequestId, kind: ReqKind) {
+        self.requests.insert(
+            id,
+            Request {
+                state: ReqState::Waiting(None),
+                kind,
+            },
+        );
+    }
+
+    /// Polls a command's completion.
+    pub(crate) fn poll_request(
+        &mut self,
+        id: RequestId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Reply, Error>> {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return Poll::Ready(Err(self
+                .close_error
+                .clone()
+                .unwrap_or(Error::Usage("the request was lost"))));
+        };
+        match &mut req.state {
+            ReqState::Waiting(w) => {
+                set_waker(w, cx.waker());
+                Poll::Pending
+            }
+            ReqState::Done(_) | ReqState::Abandoned => {
+                let Some(Request {
+                    state: ReqState::Done(result),
+                    ..
+                }) = self.requests.remove(&id)
+                else {
+                    return Poll::Ready(Err(Error::Usage("the request was lost")));
+                };
+                Poll::Ready(result)
+            }
+        }
+    }
+
+    /// The future waiting for `id` was dropped before it took the result.
+    pub(crate) fn abandon_request(&mut self, id: RequestId) {
+        let Some(req) = self.requests.remove(&id) else {
+            return;
+        };
+        match req.state {
+            ReqState::Waiting(_) => {
+                if !matches!(req.kind, ReqKind::Plain) {
+                    self.requests.insert(
+                        id,
+                        Request {
+                            state: ReqState::Abandoned,
+                            kind: req.kind,
+                        },
+                    );
+                }
+            }
+            ReqState::Done(result) => self.cleanup_abandoned(req.kind, result),
+            ReqState::Abandoned => {}
+        }
+        self.after_command();
+    }
+
+    // ----- dispatch -----
+
+    /// Routes every event the core has queued. Never blocks.
+    pub(crate) fn dispatch(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Delivery(d) => self.deliver(d),
+                Event::Confirmed {
+                    channel,
+                    tag,
+                    outcome,
+                } => {
+                    if let Some(entry) = self.entry_by_number(channel) {
+                        entry.confirms.resolve(tag, outcome);
+                    }
+                }
+                Event::Completed { id, result } => self.complete(id, result),
+                Event::Connected { .. } => {
+                    self.connected = true;
+                    wake_all(&mut self.state_waiters);
+                }
+                Event::Returned(r) => self.returned(r),
+                Event::ConsumerEnded {
+                    channel,
+                    consumer_tag,
+                    reason,
+                } => self.consumer_ended(channel, &consumer_tag, reason),
+                Event::ChannelClosed { channel, error } => {
+                    if let Some(key) = self.channel_keys.remove(&channel.0) {
+                        if let Some(entry) = self.channels.get_mut(&key) {
+                            Self::end_channel(entry, error, &mut self.publish_waiters);
+                        }
+                    }
+                }
+                Event::ChannelFlow { channel, active } => {
+                    if let Some(entry) = self.entry_by_number(channel) {
+                        entry.flow_active = active;
+                    }
+                    if active {
+                        wake_all(&mut self.publish_waiters);
+                    }
+                    self.broadcast(ConnectionEvent::ChannelFlow { channel, active });
+                }
+                Event::Blocked { reason } => self.broadcast(ConnectionEvent::Blocked { reason }),
+                Event::Unblocked => {
+                    wake_all(&mut self.publish_waiters);
+                    self.broadcast(ConnectionEvent::Unblocked);
+                }
+                Event::Warning(e) => {
+                    tracing::warn!(error = %e, "amqp: the broker did something wrong");
+                    self.broadcast(ConnectionEvent::Warning(e));
+                }
+                Event::Closed(error) => self.on_closed(error),
+                other => tracing::debug!(event = ?other, "amqp: unhandled event"),
+            }
+        }
+    }
+
+    fn broadcast(&mut self, event: ConnectionEvent) {
+        for sub in self.subscribers.values_mut() {
+            sub.items.push_back(event.clone());
+            if let Some(w) = sub.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn complete(&mut self, id: RequestId, result: Result<Reply, Error>) {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let kind = req.kind;
+        let abandoned = matches!(req.state, ReqState::Abandoned);
+        // Bookkeeping that must be in place before later events are routed.
+        match (kind, &result) {
+            (
+                ReqKind::Consume {
+                    channel,
+                    consumer,
+                    no_ack,
+                },
+                Ok(Reply::Consuming { consumer_tag }),
+            ) => {
+                self.consumers.insert(
+                    consumer,
+                    ConsumerQueue {
+                        channel,
+                        tag: consumer_tag.clone(),
+                        no_ack,
+                        items: VecDeque::new(),
+                        end: None,
+                        waker: None,
+                        owned: !abandoned,
+                    },
+                );
+                self.consumer_keys
+                    .entry(channel.0)
+                    .or_default()
+                    .push((consumer_tag.clone(), consumer));
+            }
+            (ReqKind::OpenChannel { key }, Ok(_)) => {
+                if let Some(entry) = self.channels.get_mut(&key) {
+                    entry.open = true;
+                }
+            }
+            (ReqKind::OpenChannel { key }, Err(e)) => {
+                if let Some(entry) = self.channels.get_mut(&key) {
+                    Self::end_channel(entry, e.clone(), &mut self.publish_waiters);
+                }
+            }
+            _ => {}
+        }
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        match &mut req.state {
+            ReqState::Waiting(waker) => {
+                let waker = waker.take();
+                req.state = ReqState::Done(result);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            ReqState::Abandoned => {
+                self.requests.remove(&id);
+                self.cleanup_abandoned(kind, result);
+            }
+            ReqState::Done(_) => {}
+        }
+    }
+
+    /// Undoes what a command nobody waits for any more left behind.
+    fn cleanup_abandoned(&mut self, kind: ReqKind, result: Result<Reply, Error>) {
+        match (kind, result) {
+            (ReqKind::OpenChannel { key }, result) => {
+                if let (Ok(_), Some(entry)) = (result, self.channels.get(&key)) {
+                    let id = entry.id;
+                    let _ = self.core.close_channel(id);
+                }
+                self.remove_channel(key);
+            }
+            (ReqKind::Consume { consumer, .. }, Ok(_)) => self.drop_consumer(consumer),
+            (ReqKind::Get { channel, no_ack }, Ok(Reply::Get(Some(message)))) if !no_ack => {
+                let tag = message.delivery.delivery_tag;
+                let _ = self.core.basic_reject(channel, tag, true);
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver(&mut self, d: Box<proto::Delivery>) {
+        let key = self.consumer_keys.get(&d.channel.0).and_then(|list| {
+            list.iter()
+                .find(|(tag, _)| *tag == d.consumer_tag)
+                .map(|(_, key)| *key)
+        });
+        let Some(q) = key.and_then(|key| self.consumers.get_mut(&key)) else {
+            tracing::debug!(channel = d.channel.0, consumer = %&*d.consumer_tag,
+                "amqp: delivery for no consumer dropped");
+            return;
+        };
+        if q.owned {
+            q.items.push_back(d);
+            if let Some(w) = q.waker.take() {
+                w.wake();
+            }
+        } else if !q.no_ack {
+            // Its Consumer was dropped and the cancel is on its way: hand it back.
+            let _ = self.core.basic_reject(d.channel, d.delivery_tag, true);
+        }
+    }
+
+    fn returned(&mut self, r: Box<ReturnedMessage>) {
+        match self.entry_by_number(r.channel) {
+            Some(entry) if entry.returns.subscribed => {
+                entry.returns.items.push_back(r);
+                if let Some(w) = entry.returns.waker.take() {
+                    w.wake();
+                }
+            }
+            _ => tracing::debug!(
+                channel = r.channel.0,
+                "amqp: returned message dropped (no on_return listener)"
+            ),
+        }
+    }
+
+    fn consumer_ended(&mut self, channel: ChannelId, tag: &ConsumerTag, reason: ConsumerEnd) {
+        let mut key = None;
+        if let Some(list) = self.consumer_keys.get_mut(&channel.0) {
+            if let Some(i) = list.iter().position(|(t, _)| t == tag) {
+                key = Some(list.remove(i).1);
+            }
+            if list.is_empty() {
+                self.consumer_keys.remove(&channel.0);
+            }
+        }
+        let Some(key) = key else {
+            return;
+        };
+        let Some(q) = self.consumers.get_mut(&key) else {
+            return;
+        };
+        if !q.owned {
+            self.consumers.remove(&key);
+            return;
+        }
+        q.end = Some(reason);
+        if let Some(w) = q.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A `Consumer` stream went away: hand back what it never saw and cancel it.
+    pub(crate) fn drop_consumer(&mut self, key: u64) {
+        let Some(q) = self.consumers.get_mut(&key) else {
+            return;
+        };
+        q.owned = false;
+        let items = std::mem::take(&mut q.items);
+        let (channel, no_ack, ended) = (q.channel, q.no_ack, q.end.is_some());
+        let tag = q.tag.clone();
+        if !no_ack {
+            for d in items {
+                let _ = self.core.basic_reject(channel, d.delivery_tag, true);
+            }
+        }
+        if ended || self.core.basic_cancel(channel, &tag, false).is_err() {
+            // Over already, or the channel is going away: nothing more will come for it.
+            self.consumers.remove(&key);
+            if let Some(list) = self.consumer_keys.get_mut(&channel.0) {
+                list.retain(|(_, k)| *k != key);
+            }
+        }
+        self.after_command();
+    }
+
+    fn on_closed(&mut self, error: Option<Error>) {
+        let failure = match &error {
+            Some(e) => e.clone(),
+            // The core hands out the real reason from any command once it is closed; opening
+            // a channel does nothing else in that state.
+            None => match self.core.open_channel() {
+                Err(e) => e,
+                Ok(_) => Error::Usage("the connection is closed"),
+            },
+        };
+        self.closed = Some(error.clone());
+        self.close_error = Some(failure.clone());
+        for req in self.requests.values_mut() {
+            if let ReqState::Waiting(waker) = &mut req.state {
+                let waker = waker.take();
+                req.state = ReqState::Done(Err(failure.clone()));
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        }
+        self.requests
+            .retain(|_, r| !matches!(r.state, ReqState::Abandoned));
+        self.channel_keys.clear();
+        for entry in self.channels.values_mut() {
+            Self::end_channel(entry, failure.clone(), &mut self.publish_waiters);
+        }
+        self.consumer_keys.clear();
+        self.consumers.retain(|_, q| q.owned);
+        for q in self.consumers.values_mut() {
+            if q.end.is_none() {
+                q.end = Some(ConsumerEnd::Closed(failure.clone()));
+            }
+            if let Some(w) = q.waker.take() {
+                w.wake();
+            }
+        }
+        self.broadcast(ConnectionEvent::Closed(error));
+        wake_all(&mut self.publish_waiters);
+        wake_all(&mut self.state_waiters);
+        // The driver flushes what is left and stops.
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+    }
+}
