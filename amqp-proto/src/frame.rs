@@ -110,6 +110,9 @@ pub(crate) fn write_body_frame_header(out: &mut BytesMut, channel: u16, len: u32
     out.put_u32(len);
 }
 
+/// The most [`FrameDecoder::decode`] reserves ahead for a frame that has not fully arrived.
+const MAX_RESERVE: usize = 1 << 20;
+
 /// Streaming frame decoder with a frame size limit.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -186,30 +189,33 @@ impl FrameDecoder {
             max: self.frame_max,
         })?;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Make room for the rest up front, but never more than a bounded amount on the
+            // word of a frame header alone: without a frame_max the header may claim 4 GiB.
+            buf.reserve((total - buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         let end = buf.get(total - 1).copied().unwrap_or(0);
         if end != FRAME_END {
             return Err(CodecError::BadFrameEnd(end));
         }
-        let mut frame = buf.split_to(total);
-        frame.advance(7);
-        frame.truncate(size as usize);
-        let payload = frame.freeze();
-        Ok(Some(match kind {
-            FRAME_METHOD => Frame::Method(channel, Method::decode(&payload)?),
+        buf.advance(7);
+        let payload = buf.split_to(size as usize).freeze();
+        buf.advance(1);
+        // Each arm returns on its own so that only the content header, by far the largest
+        // variant, is built in a local and copied out; it is decoded in place.
+        match kind {
+            FRAME_METHOD => Ok(Some(Frame::Method(channel, Method::decode(&payload)?))),
             FRAME_HEADER => {
-                Frame::Header(channel, ContentHeader::decode(&mut Reader::new(&payload))?)
-            }
-            FRAME_BODY => Frame::Body(channel, payload),
-            _ => {
-                if channel != 0 || size != 0 {
-                    return Err(CodecError::BadHeartbeat { channel, size });
+                let mut frame = Frame::Header(channel, ContentHeader::default());
+                if let Frame::Header(_, header) = &mut frame {
+                    header.read_into(&mut Reader::new(&payload))?;
                 }
-                Frame::Heartbeat
+                Ok(Some(frame))
             }
-        }))
+            FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
+            _ if channel != 0 || size != 0 => Err(CodecError::BadHeartbeat { channel, size }),
+            _ => Ok(Some(Frame::Heartbeat)),
+        }
     }
 }
 

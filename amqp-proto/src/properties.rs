@@ -47,18 +47,19 @@ macro_rules! properties {
                 flags
             }
 
-            pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+            /// Reads the flags and the properties they announce into `self`, which must be
+            /// all `None` (decoding in place spares copying this large struct around).
+            pub(crate) fn read_into(&mut self, r: &mut Reader<'_>) -> Result<(), CodecError> {
                 let flags = r.u16("property flags")?;
                 // Bit 0 would announce a second flags word; no 0-9-1 class has one, and bits
                 // 1 is unassigned.
                 if flags & 0b11 != 0 {
                     return Err(CodecError::BadPropertyFlags(flags));
                 }
-                let mut p = BasicProperties::default();
                 $(if flags & (1 << $bit) != 0 {
-                    p.$field = Some(<$ty as WireField>::read(r)?);
+                    self.$field = Some(<$ty as WireField>::read(r)?);
                 })*
-                Ok(p)
+                Ok(())
             }
 
             pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
@@ -140,26 +141,35 @@ pub struct ContentHeader {
 }
 
 impl ContentHeader {
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    /// Decodes a content header payload into `self`, which must be the default (decoding in
+    /// place spares copying this large struct around).
+    pub(crate) fn read_into(&mut self, r: &mut Reader<'_>) -> Result<(), CodecError> {
         let class_id = r.u16("content class")?;
         if class_id != BASIC_CLASS_ID {
             return Err(CodecError::UnknownContentClass(class_id));
         }
         let _weight = r.u16("content weight")?;
-        let body_size = r.u64("body size")?;
-        let properties = BasicProperties::decode(r)?;
-        r.finish("content header")?;
-        Ok(ContentHeader {
-            class_id,
-            body_size,
-            properties,
-        })
+        self.class_id = class_id;
+        self.body_size = r.u64("body size")?;
+        self.properties.read_into(r)?;
+        r.finish("content header")
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
-        out.put_u16(self.class_id);
+        Self::encode_parts(self.class_id, self.body_size, &self.properties, out)
+    }
+
+    /// Encodes a content header payload from its parts, so that senders need not build (and
+    /// clone properties into) a `ContentHeader`.
+    pub(crate) fn encode_parts(
+        class_id: u16,
+        body_size: u64,
+        properties: &BasicProperties,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        out.put_u16(class_id);
         out.put_u16(0);
-        out.put_u64(self.body_size);
-        self.properties.encode(out)
+        out.put_u64(body_size);
+        properties.encode(out)
     }
 }

@@ -109,12 +109,10 @@ impl Transmit {
             method.encode(o)
         })?;
         let header_start = self.tail.len();
-        let header = ContentHeader {
-            class_id: BASIC_CLASS_ID,
-            body_size: body.len() as u64,
-            properties: properties.clone(),
-        };
-        write_frame(&mut self.tail, FRAME_HEADER, channel, |o| header.encode(o))?;
+        let body_size = body.len() as u64;
+        write_frame(&mut self.tail, FRAME_HEADER, channel, |o| {
+            ContentHeader::encode_parts(BASIC_CLASS_ID, body_size, properties, o)
+        })?;
         let size = self.tail.len() - header_start;
         if frame_max != 0 && size > frame_max as usize {
             return Err(CodecError::HeaderTooLarge {

@@ -52,6 +52,10 @@ impl ShortString {
     }
 
     fn from_utf8_bytes(b: Bytes) -> Self {
+        // Names, tags and keys are nearly always ASCII, which is checked a word at a time.
+        if b.is_ascii() {
+            return ShortString(b);
+        }
         match std::str::from_utf8(&b) {
             Ok(_) => ShortString(b),
             // Peers may send bytes that are not UTF-8; keep the connection usable and show them
@@ -425,8 +429,7 @@ fn within_len_prefix<T>(
     body: impl FnOnce(&mut Reader<'_>) -> Result<T, CodecError>,
 ) -> Result<T, CodecError> {
     let len = r.u32(what)?;
-    let inner = r.take_bytes(len as usize, what)?;
-    let mut ir = Reader::new(&inner);
+    let mut ir = r.sub(len as usize, what)?;
     let v = body(&mut ir)?;
     ir.finish(what)?;
     Ok(v)
@@ -528,7 +531,8 @@ impl FieldTable {
             return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
         }
         within_len_prefix(r, "field table", |ir| {
-            let mut entries = Vec::new();
+            // Most tables are small; starting at 4 spares the first growth step.
+            let mut entries = Vec::with_capacity(if ir.remaining() > 0 { 4 } else { 0 });
             while ir.remaining() > 0 {
                 let key = ShortString::decode(ir)?;
                 entries.push((key, FieldValue::decode(ir, depth)?));

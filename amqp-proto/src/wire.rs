@@ -12,6 +12,8 @@ use crate::error::CodecError;
 pub(crate) struct Reader<'a> {
     buf: &'a Bytes,
     pos: usize,
+    /// Where this reader's part of `buf` ends (a sub-reader sees only a length-prefixed part).
+    end: usize,
     /// The octet holding packed bit fields and how many of its bits were consumed.
     bits: Option<(u8, u8)>,
 }
@@ -21,12 +23,26 @@ impl<'a> Reader<'a> {
         Reader {
             buf,
             pos: 0,
+            end: buf.len(),
             bits: None,
         }
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.end.saturating_sub(self.pos)
+    }
+
+    /// Takes the next `n` bytes as a reader of their own (e.g. a table's entries) without
+    /// slicing the buffer.
+    pub(crate) fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a>, CodecError> {
+        let start = self.pos;
+        self.take(n, what)?;
+        Ok(Reader {
+            buf: self.buf,
+            pos: start,
+            end: self.pos,
+            bits: None,
+        })
     }
 
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
@@ -34,7 +50,7 @@ impl<'a> Reader<'a> {
         let end = self
             .pos
             .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
+            .filter(|&end| end <= self.end)
             .ok_or(CodecError::Truncated { what })?;
         let s = self
             .buf

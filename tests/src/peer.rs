@@ -17,15 +17,40 @@
 //! let reply = pair.expect_completed(id).unwrap();
 //! assert!(matches!(reply, Reply::QueueDeclared { message_count: 3, .. }));
 //! ```
+//!
+//! Helpers run the common exchanges in one call ([`Pair::start_consumer`],
+//! [`Pair::select_confirms`], [`Pair::publish`], [`Pair::deliver`]) and assert what must
+//! happen next ([`Pair::expect_published`], [`Pair::expect_delivery`],
+//! [`Pair::expect_closed`], [`Pair::expect_violation`], …):
+//!
+//! ```
+//! use amqp_conformance::peer::Pair;
+//! use amqp_proto::{BasicAck, Confirmation, DeliveryTag, Event};
+//!
+//! let mut pair = Pair::connected();
+//! let ch = pair.open_channel();
+//! pair.select_confirms(ch);
+//! assert_eq!(pair.publish(ch, b"hello", false), Some(DeliveryTag(1)));
+//! pair.send_method(ch.0, BasicAck { delivery_tag: 1, multiple: false });
+//! assert!(matches!(
+//!     pair.expect_event(),
+//!     Event::Confirmed { tag: DeliveryTag(1), outcome: Confirmation::Ack(None), .. }
+//! ));
+//! pair.start_consumer(ch, "jobs", "c1");
+//! pair.deliver(ch.0, "c1", 1, b"work");
+//! assert_eq!(&pair.expect_delivery().body[..], b"work");
+//! ```
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use amqp_proto::frame::decode_protocol_header;
 use amqp_proto::{
-    BasicProperties, ChannelId, ChannelOpenOk, Connection, ConnectionConfig, ConnectionOpenOk,
-    ConnectionStart, ConnectionTune, Event, FieldTable, Frame, FrameDecoder, LongString, Method,
-    Reply, RequestId, ShortString, Transmit,
+    BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicProperties, BasicPublish,
+    BasicPublishOptions, ChannelId, ChannelOpenOk, ConfirmSelectOk, Connection, ConnectionClose,
+    ConnectionCloseOk, ConnectionConfig, ConnectionOpenOk, ConnectionStart, ConnectionTune,
+    ContentHeader, Delivery, DeliveryTag, Error, Event, FieldTable, Frame, FrameDecoder,
+    LongString, Method, Reply, ReplyCode, RequestId, ShortString, Transmit,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -76,6 +101,11 @@ impl ScriptedPeer {
         }
     }
 
+    /// Whether the client's protocol header has arrived.
+    pub fn header_seen(&self) -> bool {
+        self.header_seen
+    }
+
     /// Queues a frame for the client.
     pub fn send(&mut self, frame: &Frame) {
         self.outbound.push_frame(frame).expect("peer frame encodes");
@@ -108,6 +138,22 @@ impl ScriptedPeer {
         }
         out
     }
+}
+
+/// A message the client published, as the peer received it: the `basic.publish` method, its
+/// content header and the body re-assembled from its body frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The channel it was published on.
+    pub channel: u16,
+    /// The method frame.
+    pub method: BasicPublish,
+    /// The content header frame.
+    pub header: ContentHeader,
+    /// The body frames joined.
+    pub body: Vec<u8>,
+    /// How many body frames carried it.
+    pub body_frames: usize,
 }
 
 /// A client [`Connection`] and a [`ScriptedPeer`] wired together in memory, with a fake clock.
@@ -171,14 +217,26 @@ impl Pair {
     }
 
     /// A client that completed the handshake against the given tune values.
-    pub fn connected_with(config: ConnectionConfig, channel_max: u16, frame_max: u32, heartbeat: u16) -> Self {
+    pub fn connected_with(
+        config: ConnectionConfig,
+        channel_max: u16,
+        frame_max: u32,
+        heartbeat: u16,
+    ) -> Self {
         let mut pair = Pair::new(config);
         pair.send_method(0, rabbitmq_start());
         match pair.expect_method(0) {
             Method::ConnectionStartOk(_) => {}
             other => panic!("expected start-ok, got {other:?}"),
         }
-        pair.send_method(0, ConnectionTune { channel_max, frame_max, heartbeat });
+        pair.send_method(
+            0,
+            ConnectionTune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            },
+        );
         match pair.expect_method(0) {
             Method::ConnectionTuneOk(_) => {}
             other => panic!("expected tune-ok, got {other:?}"),
@@ -323,6 +381,238 @@ impl Pair {
         self.now += by;
         self.client.handle_timeout(self.now);
         self.pump();
+    }
+
+    /// The next event, which must exist.
+    ///
+    /// # Panics
+    /// If the client emitted no event.
+    #[track_caller]
+    pub fn expect_event(&mut self) -> Event {
+        match self.next_event() {
+            Some(e) => e,
+            None => panic!("expected an event, got none"),
+        }
+    }
+
+    /// Asserts the client emitted no event.
+    #[track_caller]
+    pub fn expect_no_event(&mut self) {
+        if let Some(e) = self.next_event() {
+            panic!("expected no event, got {e:?}");
+        }
+    }
+
+    /// The next event, which must be [`Event::Closed`]; returns its error (`None` for an
+    /// orderly close this client asked for).
+    ///
+    /// # Panics
+    /// If the next event is anything else.
+    #[track_caller]
+    pub fn expect_closed(&mut self) -> Option<Error> {
+        match self.next_event() {
+            Some(Event::Closed(e)) => e,
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+
+    /// Skips events until [`Event::Closed`] and returns its error together with the events
+    /// that came before it.
+    ///
+    /// # Panics
+    /// If the client never emits `Closed`.
+    #[track_caller]
+    pub fn events_until_closed(&mut self) -> (Vec<Event>, Option<Error>) {
+        let mut before = Vec::new();
+        loop {
+            match self.next_event() {
+                Some(Event::Closed(e)) => return (before, e),
+                Some(e) => before.push(e),
+                None => panic!("expected Closed after {before:?}"),
+            }
+        }
+    }
+
+    /// The next thing the client sent, which must be a whole published message on `channel`
+    /// (method, header and as many body frames as the header announces).
+    ///
+    /// # Panics
+    /// If the client sent anything else or stopped mid-message.
+    #[track_caller]
+    pub fn expect_published(&mut self, channel: u16) -> Published {
+        let method = match self.expect_method(channel) {
+            Method::BasicPublish(m) => m,
+            other => panic!("expected basic.publish on channel {channel}, got {other:?}"),
+        };
+        let header = match self.next_frame() {
+            Some(Frame::Header(ch, h)) if ch == channel => h,
+            other => panic!("expected a content header on channel {channel}, got {other:?}"),
+        };
+        let mut body = Vec::new();
+        let mut body_frames = 0;
+        while (body.len() as u64) < header.body_size {
+            match self.next_frame() {
+                Some(Frame::Body(ch, b)) if ch == channel => {
+                    body.extend_from_slice(&b);
+                    body_frames += 1;
+                }
+                other => panic!("expected a body frame on channel {channel}, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            body.len() as u64,
+            header.body_size,
+            "body longer than its header says"
+        );
+        Published {
+            channel,
+            method,
+            header,
+            body,
+            body_frames,
+        }
+    }
+
+    /// Starts a consumer with tag `tag` on `queue` through the whole exchange
+    /// (`basic.consume` / `consume-ok`) and returns the tag.
+    ///
+    /// # Panics
+    /// If the client does not behave as expected.
+    #[track_caller]
+    pub fn start_consumer(&mut self, ch: ChannelId, queue: &str, tag: &str) -> ShortString {
+        let id = self
+            .client
+            .basic_consume(
+                ch,
+                queue,
+                tag,
+                BasicConsumeOptions::default(),
+                FieldTable::new(),
+            )
+            .expect("basic_consume");
+        match self.expect_method(ch.0) {
+            Method::BasicConsume(m) => assert_eq!(m.queue.as_str(), queue),
+            other => panic!("expected basic.consume, got {other:?}"),
+        }
+        self.send_method(
+            ch.0,
+            BasicConsumeOk {
+                consumer_tag: Pair::s(tag),
+            },
+        );
+        match self.expect_completed(id) {
+            Ok(Reply::Consuming { consumer_tag }) => consumer_tag,
+            other => panic!("expected Consuming, got {other:?}"),
+        }
+    }
+
+    /// Puts `ch` in confirm mode through the whole exchange (`confirm.select` / `select-ok`).
+    ///
+    /// # Panics
+    /// If the client does not behave as expected.
+    #[track_caller]
+    pub fn select_confirms(&mut self, ch: ChannelId) {
+        let id = self
+            .client
+            .confirm_select(ch, false)
+            .expect("confirm_select");
+        match self.expect_method(ch.0) {
+            Method::ConfirmSelect(_) => {}
+            other => panic!("expected confirm.select, got {other:?}"),
+        }
+        self.send_method(ch.0, ConfirmSelectOk {});
+        match self.expect_completed(id) {
+            Ok(Reply::ConfirmSelected) => {}
+            other => panic!("expected ConfirmSelected, got {other:?}"),
+        }
+    }
+
+    /// Publishes `body` to exchange `""` with routing key `"q"` (optionally mandatory) and
+    /// checks the peer received it whole; returns the confirm tag, if in confirm mode.
+    ///
+    /// # Panics
+    /// If the publish is refused or arrives wrong.
+    #[track_caller]
+    pub fn publish(&mut self, ch: ChannelId, body: &[u8], mandatory: bool) -> Option<DeliveryTag> {
+        let options = BasicPublishOptions {
+            mandatory,
+            ..Default::default()
+        };
+        let tag = self
+            .client
+            .basic_publish(
+                ch,
+                "",
+                "q",
+                options,
+                &BasicProperties::default(),
+                Bytes::copy_from_slice(body),
+            )
+            .expect("basic_publish");
+        let got = self.expect_published(ch.0);
+        assert_eq!(got.body, body);
+        assert_eq!(got.method.mandatory, mandatory);
+        tag
+    }
+
+    /// Sends a `basic.deliver` with `body` from the peer (split at the peer's frame_max).
+    pub fn deliver(&mut self, channel: u16, consumer_tag: &str, delivery_tag: u64, body: &[u8]) {
+        let deliver = BasicDeliver {
+            consumer_tag: Pair::s(consumer_tag),
+            delivery_tag,
+            redelivered: false,
+            exchange: ShortString::empty(),
+            routing_key: Pair::s("q"),
+        };
+        self.send_content(channel, deliver, &BasicProperties::default(), body);
+    }
+
+    /// The next event, which must be a delivery.
+    ///
+    /// # Panics
+    /// If the next event is anything else.
+    #[track_caller]
+    pub fn expect_delivery(&mut self) -> Delivery {
+        match self.next_event() {
+            Some(Event::Delivery(d)) => *d,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    /// The next frame the client sent, which must be `connection.close`; returns it.
+    ///
+    /// # Panics
+    /// If the client sent anything else.
+    #[track_caller]
+    pub fn expect_connection_close(&mut self) -> ConnectionClose {
+        match self.expect_method(0) {
+            Method::ConnectionClose(c) => c,
+            other => panic!("expected connection.close, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the client closed the connection for a protocol violation with `code`:
+    /// it sent `connection.close` with that code and, once the peer answered `close-ok` (if
+    /// the stream was still usable), ended with [`Error::Protocol`] carrying the same code.
+    /// Returns the events emitted before [`Event::Closed`] (the failures of everything that
+    /// was pending).
+    ///
+    /// # Panics
+    /// If the client did anything else.
+    #[track_caller]
+    pub fn expect_violation(&mut self, code: ReplyCode) -> Vec<Event> {
+        let close = self.expect_connection_close();
+        assert_eq!(ReplyCode(close.reply_code), code, "close sent: {close:?}");
+        if !self.client.is_closed() {
+            self.send_method(0, ConnectionCloseOk {});
+        }
+        let (before, error) = self.events_until_closed();
+        match error {
+            Some(Error::Protocol { code: got, .. }) => assert_eq!(got, code),
+            other => panic!("expected a protocol error {code:?}, got {other:?}"),
+        }
+        assert!(self.client.is_closed());
+        before
     }
 
     /// Short-string helper for scripts.

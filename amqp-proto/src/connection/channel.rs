@@ -33,6 +33,9 @@ pub(super) enum ContentMethod {
     Return(BasicReturn),
 }
 
+/// Most bytes reserved at once for joining a multi-frame body (see [`Body::push`]).
+const JOIN_PREALLOC_MAX: usize = 1 << 20;
+
 /// Body frames collected so far. One frame stays a zero-copy slice; several are joined.
 #[derive(Debug, Default)]
 pub(super) enum Body {
@@ -51,12 +54,16 @@ impl Body {
         }
     }
 
-    /// Adds a frame; `size` (already checked against max_body_size) sizes the join buffer.
+    /// Adds a frame; `size` (already checked against max_body_size) hints the join buffer.
     pub(super) fn push(&mut self, chunk: Bytes, size: u64) {
         *self = match std::mem::take(self) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
-                let mut joined = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+                // The declared size is the peer's word, not bytes that arrived: reserving all
+                // of it up front would let two tiny frames claim max_body_size of memory.
+                // Reserve at most JOIN_PREALLOC_MAX and let the buffer grow as bytes come.
+                let want = usize::try_from(size).unwrap_or(usize::MAX);
+                let mut joined = BytesMut::with_capacity(want.min(JOIN_PREALLOC_MAX));
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)
@@ -129,7 +136,11 @@ impl Confirms {
         tag: u64,
         multiple: bool,
     ) -> Vec<(u64, Option<ReturnedMessage>)> {
-        let covered: Vec<(u64, bool)> = if multiple {
+        let covered: Vec<(u64, bool)> = if multiple && tag == 0 {
+            // The spec (basic.ack): "If the multiple field is 1, and the delivery tag is
+            // zero, this indicates acknowledgement of all outstanding messages."
+            std::mem::take(&mut self.outstanding).into_iter().collect()
+        } else if multiple {
             let rest = self.outstanding.split_off(&(tag.saturating_add(1)));
             let done = std::mem::replace(&mut self.outstanding, rest);
             done.into_iter().collect()

@@ -114,6 +114,10 @@ pub enum ErrorKind {
     Usage,
     /// A publish would exceed a limit; retry after the matching event.
     WouldBlock,
+    /// The TLS handshake failed: the broker's certificate was rejected (unknown issuer, wrong
+    /// host name, expired), the broker rejected ours, or the port does not speak TLS. Only
+    /// runtime adapters report it; the core never sees TLS.
+    Tls,
 }
 
 impl ErrorKind {

@@ -160,6 +160,10 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     /// What ends the connection once the close handshake finishes.
     close_error: Option<Error>,
+    /// The reason of a close this client asked for. `close_error` stays `None` then (the
+    /// end is orderly), but commands issued while the close completes, and after, must still
+    /// fail with this reason rather than a generic usage error.
+    own_close: Option<Error>,
     topology: Topology,
     /// Set while a channel is out of the table being handled.
     in_channel: bool,
@@ -197,6 +201,7 @@ impl Connection {
             conn_pending: VecDeque::new(),
             close_deadline: None,
             close_error: None,
+            own_close: None,
             topology: Topology::default(),
             in_channel: false,
             deferred_violation: None,
@@ -263,6 +268,18 @@ impl Connection {
             self.read_seen = 0;
             return;
         }
+        if self.state == State::AwaitingStart && looks_like_tls_record(&self.read_buf) {
+            // A TLS server answering our plaintext protocol header with an alert record.
+            self.input_poisoned = true;
+            self.read_buf.clear();
+            self.read_seen = 0;
+            return self.finish(Some(Error::Protocol {
+                code: ReplyCode::FRAME_ERROR,
+                text: "the server answered with a TLS record: this port expects TLS, \
+                       connect with amqps://"
+                    .into(),
+            }));
+        }
         loop {
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(frame)) => {
@@ -312,9 +329,11 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        if self.state == State::Closing && self.close_error.is_none() {
-            // Our own close was under way; the broker may just have hung up early.
-            self.finish(None);
+        if self.state == State::Closing {
+            // A close was under way: ours (the broker may just have hung up early), or one
+            // for a protocol violation, which stays the real reason (as on EOF).
+            let error = self.close_error.take();
+            self.finish(error);
             return;
         }
         self.finish(Some(Error::Transport { kind, message }));
@@ -366,9 +385,15 @@ impl Connection {
         }
         if let Some(h) = self.heartbeat_interval() {
             if now >= self.last_recv + h * 2 {
-                self.finish(Some(Error::HeartbeatTimeout(
-                    u32::from(self.tuning.heartbeat) * 2,
-                )));
+                // While closing, a silent peer ends the close as the close timeout would: with
+                // the reason of the close (none for ours), not a heartbeat failure.
+                let error = match self.state {
+                    State::Closing => self.close_error.take(),
+                    _ => Some(Error::HeartbeatTimeout(
+                        u32::from(self.tuning.heartbeat) * 2,
+                    )),
+                };
+                self.finish(error);
                 return;
             }
             if now >= self.last_sent + h / 2 {
@@ -432,6 +457,7 @@ impl Connection {
     fn closed_error(&self) -> Error {
         self.close_error
             .clone()
+            .or_else(|| self.own_close.clone())
             .unwrap_or(Error::Usage("the connection is not open"))
     }
 
@@ -452,8 +478,37 @@ impl Connection {
     }
 
     fn send_method(&mut self, channel: u16, method: &Method) -> Result<(), Error> {
+        self.check_frame_size(method)?;
         self.transmit.push_method(channel, method)?;
         self.last_sent = self.now;
+        Ok(())
+    }
+
+    /// Refuses a command whose method frame would exceed the negotiated frame_max, which
+    /// the spec forbids sending (the broker would close the connection with 501). Only
+    /// methods with a table or long string (arguments, a secret) can grow that large; the
+    /// rest are bounded well below the 4096-byte minimum and are not measured.
+    fn check_frame_size(&self, method: &Method) -> Result<(), Error> {
+        let frame_max = self.tuning.frame_max;
+        let unbounded = || {
+            method
+                .info()
+                .fields
+                .iter()
+                .any(|(_, ty)| matches!(*ty, "FieldTable" | "LongString"))
+        };
+        if self.state != State::Open || frame_max == 0 || !unbounded() {
+            return Ok(());
+        }
+        let mut scratch = BytesMut::new();
+        method.encode(&mut scratch)?;
+        let size = (scratch.len() + crate::frame::FRAME_OVERHEAD) as u64;
+        if size > u64::from(frame_max) {
+            return Err(Error::Encode(crate::error::CodecError::FrameTooLarge {
+                size,
+                max: frame_max,
+            }));
+        }
         Ok(())
     }
 
@@ -993,7 +1048,9 @@ impl Connection {
             class_id: 0,
             method_id: 0,
         };
-        self.fail_everything(&Error::ConnectionClosed(reason));
+        let error = Error::ConnectionClosed(reason);
+        self.fail_everything(&error);
+        self.own_close = Some(error);
         self.state = State::Closing;
         self.close_deadline = Some(self.now + self.config.close_timeout);
         self.close_error = None;
@@ -1073,7 +1130,15 @@ impl Connection {
                 let reason = server_reason(&close);
                 let error = match (state, reason.code) {
                     (State::Authenticating, ReplyCode::ACCESS_REFUSED) => {
-                        Error::Authentication(reason.text.to_string())
+                        let mut text = reason.text.to_string();
+                        if self.config.sasl.name() == "EXTERNAL" {
+                            text.push_str(
+                                " (EXTERNAL logs in with the TLS client certificate: connect \
+                                 with amqps:// and a certfile/keyfile whose subject names an \
+                                 existing user)",
+                            );
+                        }
+                        Error::Authentication(text)
                     }
                     (State::Opening, ReplyCode::NOT_ALLOWED | ReplyCode::ACCESS_REFUSED) => {
                         Error::VhostAccessRefused {
@@ -1109,8 +1174,16 @@ impl Connection {
             .is_some_and(|list| list.split(' ').any(|m| m == mechanism));
         if !offered {
             let list = String::from_utf8_lossy(&start.mechanisms).into_owned();
+            // RabbitMQ offers EXTERNAL only on TLS connections that presented a client
+            // certificate it accepted (and with rabbitmq_auth_mechanism_ssl enabled).
+            let hint = if mechanism == "EXTERNAL" {
+                "; EXTERNAL needs an amqps:// connection with a client certificate \
+                 (certfile/keyfile) that the broker accepted"
+            } else {
+                ""
+            };
             return self.finish(Some(Error::Authentication(format!(
-                "the broker does not offer mechanism {mechanism} (it offers: {list})"
+                "the broker does not offer mechanism {mechanism} (it offers: {list}){hint}"
             ))));
         }
         let response = match self.config.sasl.initial_response() {
@@ -1717,15 +1790,19 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        let failure = error.clone().unwrap_or_else(|| {
-            Error::ConnectionClosed(CloseReason {
-                initiator: Initiator::Client,
-                code: ReplyCode::REPLY_SUCCESS,
-                text: ShortString::from_static("connection closed"),
-                class_id: 0,
-                method_id: 0,
-            })
-        });
+        // An orderly end keeps the reason the client gave when it asked to close.
+        let failure = error
+            .clone()
+            .or_else(|| self.own_close.clone())
+            .unwrap_or_else(|| {
+                Error::ConnectionClosed(CloseReason {
+                    initiator: Initiator::Client,
+                    code: ReplyCode::REPLY_SUCCESS,
+                    text: ShortString::from_static("connection closed"),
+                    class_id: 0,
+                    method_id: 0,
+                })
+            });
         // Our own close request succeeds when the connection ends the way it asked.
         let mut rest = VecDeque::new();
         for (id, want) in self.conn_pending.drain(..) {
@@ -1806,4 +1883,10 @@ fn server_reason_channel(close: &ChannelClose) -> CloseReason {
         class_id: close.class_id,
         method_id: close.method_id,
     }
+}
+
+/// Whether `buf` starts like a TLS record (alert or handshake, version 3.x), which no AMQP
+/// frame does: frame types are 1, 2, 3 and 8.
+fn looks_like_tls_record(buf: &[u8]) -> bool {
+    matches!(buf, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
