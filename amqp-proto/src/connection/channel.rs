@@ -1,6 +1,8 @@
 //! Per-channel state: pending requests, content being assembled, consumers, confirms.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+
+use smallvec::SmallVec;
 
 use bytes::{Bytes, BytesMut};
 
@@ -109,21 +111,48 @@ impl Incoming {
 }
 
 /// Publisher-confirm bookkeeping for a channel in confirm mode.
-#[derive(Debug, Default)]
+///
+/// Tags are handed out in order, so the unconfirmed ones live in a window starting at `base`:
+/// a slot per tag, `None` once confirmed out of order. Publishing and confirming are O(1)
+/// amortised, with no per-publish allocation.
+#[derive(Debug)]
 pub(super) struct Confirms {
-    /// Tag of the last publish (the first gets 1).
-    last: u64,
-    /// Unconfirmed publishes by tag, with whether they were mandatory.
-    pub(super) outstanding: BTreeMap<u64, bool>,
+    /// Tag of the first slot in `window`.
+    base: u64,
+    /// For each tag from `base` on: `Some(mandatory)` while unconfirmed.
+    window: VecDeque<Option<bool>>,
     /// Returns waiting for the confirm of the publish they belong to.
     pub(super) returns: VecDeque<ReturnedMessage>,
 }
 
+impl Default for Confirms {
+    fn default() -> Self {
+        Confirms {
+            base: 1,
+            window: VecDeque::new(),
+            returns: VecDeque::new(),
+        }
+    }
+}
+
+/// The publishes one confirm covers, each with the return held for it, if any.
+pub(super) type Resolved = SmallVec<[(u64, Option<ReturnedMessage>); 1]>;
+
 impl Confirms {
     pub(super) fn publish(&mut self, mandatory: bool) -> DeliveryTag {
-        self.last += 1;
-        self.outstanding.insert(self.last, mandatory);
-        DeliveryTag(self.last)
+        let tag = self.base + self.window.len() as u64;
+        self.window.push_back(Some(mandatory));
+        DeliveryTag(tag)
+    }
+
+    /// Tags still waiting for a confirm, in order.
+    pub(super) fn outstanding(&self) -> impl Iterator<Item = u64> + '_ {
+        let base = self.base;
+        self.window
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.is_some())
+            .map(move |(i, _)| base + i as u64)
     }
 
     /// Removes the publishes a confirm covers and pairs held returns with them.
@@ -131,37 +160,46 @@ impl Confirms {
     /// RabbitMQ sends a return immediately before the confirm of the same publish, and only
     /// for mandatory publishes, so the held returns belong, in order, to the newest mandatory
     /// publishes the confirm covers.
-    pub(super) fn resolve(
-        &mut self,
-        tag: u64,
-        multiple: bool,
-    ) -> Vec<(u64, Option<ReturnedMessage>)> {
-        let covered: Vec<(u64, bool)> = if multiple && tag == 0 {
-            // The spec (basic.ack): "If the multiple field is 1, and the delivery tag is
-            // zero, this indicates acknowledgement of all outstanding messages."
-            std::mem::take(&mut self.outstanding).into_iter().collect()
-        } else if multiple {
-            let rest = self.outstanding.split_off(&(tag.saturating_add(1)));
-            let done = std::mem::replace(&mut self.outstanding, rest);
-            done.into_iter().collect()
-        } else {
-            self.outstanding
-                .remove(&tag)
-                .map(|m| vec![(tag, m)])
-                .unwrap_or_default()
-        };
-        let mandatory: Vec<usize> = covered
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, m))| *m)
-            .map(|(i, _)| i)
-            .collect();
+    pub(super) fn resolve(&mut self, tag: u64, multiple: bool) -> Resolved {
+        let mut out: Resolved = SmallVec::new();
+        // Positions in `out` of mandatory publishes, only tracked while returns are held.
+        let mut mandatory: SmallVec<[usize; 4]> = SmallVec::new();
+        let pairing = !self.returns.is_empty();
+        if multiple {
+            // The spec (basic.ack): multiple with tag 0 acknowledges everything outstanding.
+            let last = if tag == 0 { u64::MAX } else { tag };
+            while self.base <= last {
+                let Some(slot) = self.window.pop_front() else {
+                    break;
+                };
+                if let Some(is_mandatory) = slot {
+                    if pairing && is_mandatory {
+                        mandatory.push(out.len());
+                    }
+                    out.push((self.base, None));
+                }
+                self.base += 1;
+            }
+        } else if let Some(offset) = tag.checked_sub(self.base) {
+            let slot = usize::try_from(offset)
+                .ok()
+                .and_then(|i| self.window.get_mut(i));
+            if let Some(is_mandatory) = slot.and_then(Option::take) {
+                if pairing && is_mandatory {
+                    mandatory.push(out.len());
+                }
+                out.push((tag, None));
+            }
+        }
+        // Slots confirmed out of order earlier may now lead the window.
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.base += 1;
+        }
         let k = mandatory.len().min(self.returns.len());
-        let mut out: Vec<(u64, Option<ReturnedMessage>)> =
-            covered.iter().map(|(seq, _)| (*seq, None)).collect();
         for &i in mandatory.iter().skip(mandatory.len() - k) {
-            if let Some(slot) = out.get_mut(i) {
-                slot.1 = self.returns.pop_front();
+            if let Some(entry) = out.get_mut(i) {
+                entry.1 = self.returns.pop_front();
             }
         }
         out
@@ -192,5 +230,55 @@ impl Channel {
             flow_active: true,
             removed: false,
         }
+    }
+}
+
+/// Open channels by number: a slot per number up to the highest in use, so the per-frame
+/// lookup (and the take-out/put-back around handling a frame) is an index, not a tree walk.
+#[derive(Debug, Default)]
+pub(super) struct ChannelTable {
+    slots: Vec<Option<Channel>>,
+}
+
+impl ChannelTable {
+    pub(super) fn get(&self, id: &u16) -> Option<&Channel> {
+        self.slots.get(usize::from(*id))?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, id: &u16) -> Option<&mut Channel> {
+        self.slots.get_mut(usize::from(*id))?.as_mut()
+    }
+
+    pub(super) fn contains_key(&self, id: &u16) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(super) fn remove(&mut self, id: &u16) -> Option<Channel> {
+        self.slots.get_mut(usize::from(*id))?.take()
+    }
+
+    pub(super) fn insert(&mut self, id: u16, channel: Channel) {
+        let i = usize::from(id);
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(channel);
+        }
+    }
+}
+
+impl IntoIterator for ChannelTable {
+    type Item = (u16, Channel);
+    type IntoIter = std::vec::IntoIter<(u16, Channel)>;
+
+    /// The channels in ascending order of number.
+    fn into_iter(self) -> Self::IntoIter {
+        self.slots
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((u16::try_from(i).ok()?, c?)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }

@@ -16,7 +16,7 @@ mod error;
 mod event;
 mod topology;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use crate::properties::BasicProperties;
 use crate::spec::*;
 use crate::transmit::Transmit;
 use crate::types::{FieldTable, LongString, ShortString};
-use channel::{Channel, ChannelState, Pending};
+use channel::{Channel, ChannelState, ChannelTable, Pending};
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ pub struct Connection {
     input_poisoned: bool,
     transmit: Transmit,
     events: VecDeque<Event>,
-    channels: BTreeMap<u16, Channel>,
+    channels: ChannelTable,
     tuning: Tuning,
     server_properties: FieldTable,
     next_request: u64,
@@ -192,7 +192,7 @@ impl Connection {
             input_poisoned: false,
             transmit,
             events: VecDeque::new(),
-            channels: BTreeMap::new(),
+            channels: ChannelTable::default(),
             server_properties: FieldTable::new(),
             next_request: 0,
             last_recv: now,
@@ -238,6 +238,20 @@ impl Connection {
     /// What this connection declared that still stands, for recovery.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Why the connection ended (or is ending), once it is closing or closed.
+    pub fn close_error(&self) -> Option<&Error> {
+        match self.state {
+            State::Closing | State::Closed => self.close_error.as_ref().or(self.own_close.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Whether publishing on the channel is allowed by `channel.flow` (`None`: no such
+    /// open channel).
+    pub fn channel_flow_active(&self, ch: ChannelId) -> Option<bool> {
+        self.channels.get(&ch.0).map(|c| c.flow_active)
     }
 
     /// Whether the broker has blocked publishing (`connection.blocked`).
@@ -602,6 +616,8 @@ impl Connection {
         if let Some(channel) = self.channels.remove(&ch.0) {
             self.fail_channel(ch.0, channel, &error);
         }
+        // Its consumers ended just now; recovery must not bring them back.
+        self.topology.forget_channel(ch.0);
         let id = self.next_id();
         let mut closing = Channel::new();
         closing.state = ChannelState::Closing;
@@ -1753,10 +1769,10 @@ impl Connection {
             for returned in confirms.returns.drain(..) {
                 self.events.push_back(Event::Returned(Box::new(returned)));
             }
-            for seq in confirms.outstanding.keys() {
+            for seq in confirms.outstanding() {
                 self.events.push_back(Event::Confirmed {
                     channel: ChannelId(ch),
-                    tag: DeliveryTag(*seq),
+                    tag: DeliveryTag(seq),
                     outcome: Confirmation::Lost(error.clone()),
                 });
             }
