@@ -1,2 +1,248 @@
-//! Not yet written: this adapter is filled by a later issue. It currently only re-exports the core.
-pub use amqp_proto as proto;
+//! # amqp-async-std
+//!
+//! An AMQP 0-9-1 client for async-std, smol and any other executor, built on the
+//! `futures-io` / `async-io` primitives (no runtime of its own). Connect, open a channel,
+//! declare, publish with confirms, consume with acks:
+//!
+//! ```no_run
+//! use amqp_async_std::{
+//!     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
+//!     Connect, Connection, FieldTable, QueueDeclareOptions,
+//! };
+//! use futures_lite::StreamExt;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // `async_std::task::block_on` or `#[async_std::main]` work the same way.
+//!     smol::block_on(async {
+//!         let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+//!         let channel = conn.open_channel().await?;
+//!
+//!         let queue = channel
+//!             .queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() },
+//!                 FieldTable::new())
+//!             .await?;
+//!
+//!         channel.confirm_select(ConfirmSelectOptions::default()).await?;
+//!         let confirm = channel
+//!             .basic_publish("", &queue.name, BasicPublishOptions::default(),
+//!                 &BasicProperties::default().with_content_type("text/plain"), "hello")
+//!             .await?;
+//!         assert!(confirm.await.is_ack());
+//!
+//!         let mut consumer = channel
+//!             .basic_consume(&queue.name, "", BasicConsumeOptions::default(), FieldTable::new())
+//!             .await?;
+//!         if let Some(delivery) = consumer.next().await {
+//!             let delivery = delivery?;
+//!             println!("got {:?}", delivery.body);
+//!             delivery.ack()?;
+//!         }
+//!
+//!         conn.close().await?;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! [`connect`] (or `Connection::connect` with the [`Connect`] trait in scope) parses an
+//! `amqp://` URI, opens a TCP connection (`TCP_NODELAY` on) within the URI's
+//! `connection_timeout`, and returns once the broker has accepted the login and opened the
+//! virtual host — or fails promptly with why: [`ErrorKind::Authentication`] for refused
+//! credentials, [`ErrorKind::AccessRefused`] for the virtual host. Use [`connect_with`] and
+//! [`ConnectOptions`] to adjust settings.
+//!
+//! With the `tls` feature (on by default) `amqps://` URIs connect through rustls
+//! (`futures-rustls`, `ring` provider), with the same settings and errors as every adapter:
+//! `cacertfile` (else the `webpki-roots` CAs), host name verification, `certfile`/`keyfile`
+//! for a client certificate and `auth_mechanism=external` to log in with it; in code,
+//! [`ConnectOptions::with_tls`] and [`TlsOptions`] (see the `amqp_client::tls` module). A
+//! failed handshake is a prompt [`ConnectError::Tls`]. Without the feature, `amqps://` is
+//! refused with [`ConnectError::TlsNotSupported`].
+//!
+//! The connection's driver (socket I/O, heartbeats) runs on a small dedicated thread
+//! (`amqp-io`) with `async_io::block_on`, so it needs no particular executor and keeps
+//! running whatever the application's tasks do. To run it on your executor instead, use
+//! [`connect_with_spawner`] (e.g. with `smol::spawn(driver).detach()`).
+//!
+//! Everything else — [`Connection`], [`Channel`], [`Consumer`], [`Delivery`],
+//! [`PublishConfirm`] — is the runtime-agnostic API of `amqp-client`, re-exported here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_io::Async;
+use bytes::BytesMut;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+
+pub use amqp_client::*;
+
+amqp_client::adapter_connect_api!("async-std, smol or any executor");
+
+/// The driver of a connection made by this adapter, as handed to [`connect_with_spawner`].
+#[cfg(not(feature = "tls"))]
+pub type ConnectionDriver = Driver<FuturesIoTransport, AsyncIoTimer>;
+
+/// The driver of a connection made by this adapter, as handed to [`connect_with_spawner`]:
+/// over plain TCP or TLS.
+#[cfg(feature = "tls")]
+pub type ConnectionDriver = Driver<MaybeTls<FuturesIoTransport, TlsTransport>, AsyncIoTimer>;
+
+/// A TLS stream (futures-rustls over `async-io` TCP) as the driver's [`Transport`]. Feature
+/// `tls`.
+#[cfg(feature = "tls")]
+pub type TlsTransport = FuturesIoTransport<futures_rustls::client::TlsStream<Async<TcpStream>>>;
+
+/// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`]. The driver runs
+/// on a dedicated thread.
+pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
+    connect_with_spawner(options, |driver| {
+        std::thread::Builder::new()
+            .name("amqp-io".into())
+            .spawn(move || async_io::block_on(driver))
+            .map(drop)
+    })
+    .await
+}
+
+/// Like [`connect_with`], but hands the connection's driver to `spawn` instead of starting a
+/// thread for it, e.g. `|d| { smol::spawn(d).detach(); Ok(()) }` or
+/// `|d| { async_std::task::spawn(d); Ok(()) }`. The driver must keep being polled for the
+/// connection to work (heartbeats included): spawn it on an executor that keeps running.
+pub async fn connect_with_spawner(
+    options: impl IntoConnectOptions,
+    spawn: impl FnOnce(ConnectionDriver) -> io::Result<()>,
+) -> Result<Connection, ConnectError> {
+    let dial = |uri: &AmqpUri| dial(uri.host.clone(), uri.port);
+    #[cfg(feature = "tls")]
+    {
+        let handshake = |client: TlsClient, tcp: FuturesIoTransport| async move {
+            let stream = futures_rustls::TlsConnector::from(client.config)
+                .connect(client.server_name, tcp.into_inner())
+                .await?;
+            let (_, session) = stream.get_ref();
+            tracing::debug!(
+                protocol = ?session.protocol_version(),
+                cipher_suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+                "amqp: TLS session established"
+            );
+            Ok(FuturesIoTransport::new(stream))
+        };
+        connect_with_tls_transport(options, dial, handshake, AsyncIoTimer, spawn).await
+    }
+    #[cfg(not(feature = "tls"))]
+    connect_with_transport(options, dial, AsyncIoTimer, spawn).await
+}
+
+/// Resolves `host` (off the executor, unless it is an IP address) and connects to the first
+/// address that answers.
+async fn dial(host: String, port: u16) -> io::Result<FuturesIoTransport> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            blocking::unblock(move || Ok::<_, io::Error>((host, port).to_socket_addrs()?.collect()))
+                .await?
+        }
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
+    for addr in addrs {
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(stream) => {
+                stream.get_ref().set_nodelay(true)?;
+                return Ok(FuturesIoTransport::new(stream));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Bytes read at most per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Any `futures-io` stream (by default an `async-io` TCP stream) as the driver's
+/// [`Transport`]. Reads go through a reused scratch buffer (the stream API wants initialized
+/// memory), writes are vectored.
+pub struct FuturesIoTransport<S = Async<TcpStream>> {
+    stream: S,
+    scratch: Box<[u8]>,
+}
+
+impl<S> FuturesIoTransport<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        FuturesIoTransport {
+            stream,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Unwraps the stream.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for FuturesIoTransport<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FuturesIoTransport")
+            .field(&self.stream)
+            .finish()
+    }
+}
+
+impl<S> Transport for FuturesIoTransport<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_read(cx, &mut self.scratch);
+        if let Poll::Ready(Ok(n)) = polled {
+            buf.extend_from_slice(&self.scratch[..n]);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+/// `async-io`'s timer as the driver's [`Timer`]; works under any executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncIoTimer;
+
+impl Timer for AsyncIoTimer {
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let timer = async_io::Timer::at(deadline);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+}

@@ -1,2 +1,432 @@
-//! Not yet written: this adapter is filled by a later issue. It currently only re-exports the core.
-pub use amqp_proto as proto;
+//! # amqp-blocking
+//!
+//! A blocking AMQP 0-9-1 client over `std::net`: the operations and names of `amqp-tokio`,
+//! as plain calls that return when the broker has answered.
+//!
+//! ```no_run
+//! use amqp_blocking::{
+//!     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
+//!     Connection, FieldTable, QueueDeclareOptions,
+//! };
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+//!     let channel = conn.open_channel()?;
+//!
+//!     let queue = channel.queue_declare(
+//!         "",
+//!         QueueDeclareOptions { exclusive: true, ..Default::default() },
+//!         FieldTable::new(),
+//!     )?;
+//!
+//!     channel.confirm_select(ConfirmSelectOptions::default())?;
+//!     let confirm = channel.basic_publish(
+//!         "",
+//!         &queue.name,
+//!         BasicPublishOptions::default(),
+//!         &BasicProperties::default().with_content_type("text/plain"),
+//!         "hello",
+//!     )?;
+//!     assert!(confirm.wait().is_ack());
+//!
+//!     let consumer =
+//!         channel.basic_consume(&queue.name, "", BasicConsumeOptions::default(), FieldTable::new())?;
+//!     for delivery in consumer {
+//!         let delivery = delivery?;
+//!         println!("got {:?}", delivery.body);
+//!         delivery.ack()?;
+//!         break;
+//!     }
+//!
+//!     conn.close()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Each connection has a background I/O thread (`amqp-io`, from `amqp-async-std`) that moves
+//! the bytes and keeps heartbeats flowing while the application's threads are busy or
+//! blocked; the calls here block the calling thread on the runtime-agnostic futures of
+//! `amqp-client` until that thread delivers the answer. [`Connection`] and [`Channel`] are
+//! cheap to clone, and every handle is `Send` and `Sync`: share them between threads freely.
+//! Don't call these methods from inside an async task (they would block its executor): use
+//! `amqp-async-std` or `amqp-tokio` there.
+//!
+//! With the `tls` feature (on by default) `amqps://` URIs connect through rustls, using
+//! `amqp-async-std`'s TLS transport on the I/O thread: `cacertfile` (else the `webpki-roots`
+//! CAs), host name verification, `certfile`/`keyfile` for a client certificate and
+//! `auth_mechanism=external` to log in with it; in code, [`ConnectOptions::with_tls`] and
+//! [`TlsOptions`] (see [`tls`]). A failed handshake is a prompt [`ConnectError::Tls`].
+//! Without the feature, `amqps://` is refused with [`ConnectError::TlsNotSupported`].
+//!
+//! Connection and channel lifetimes follow `amqp-client`: the connection closes when its last
+//! handle goes, a channel when its last handle goes. A [`Consumer`] is an iterator of
+//! `Result<Delivery, Error>` that ends when the consumer is cancelled (after one `Err` if its
+//! channel or connection closed); [`Consumer::recv_timeout`] waits a bounded time.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use amqp_client as nb;
+use bytes::Bytes;
+use futures_lite::{FutureExt, StreamExt};
+
+pub use amqp_client::{
+    AmqpUri, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicProperties,
+    BasicPublishOptions, BasicQosOptions, ChannelId, CloseReason, ConfirmSelectOptions,
+    Confirmation, ConnectError, ConnectOptions, ConnectionConfig, ConnectionEvent, ConsumerEnd,
+    ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, FieldArray, FieldTable, FieldValue, Initiator,
+    IntoConnectOptions, LongString, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, ShortString, State, Tuning, UriError,
+    amqp_proto,
+};
+pub use amqp_client::{TlsError, TlsErrorKind};
+#[cfg(feature = "tls")]
+pub use amqp_client::{TlsOptions, tls};
+
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    async_io::block_on(future)
+}
+
+/// Blocks on `future` for at most `timeout`; `None` when the time ran out first.
+fn block_on_timeout<T>(future: impl Future<Output = T>, timeout: Duration) -> Option<T> {
+    block_on(async { Some(future.await) }.or(async {
+        async_io::Timer::after(timeout).await;
+        None
+    }))
+}
+
+/// Generates the blocking wrappers: `wait` methods block on the async method of the same
+/// name, `now` methods call it directly; `=> f` maps the `Ok` value.
+macro_rules! methods {
+    ($($(#[$doc:meta])* $kind:ident fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty
+        $(=> $wrap:path)?;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self $(, $arg: $ty)*) -> $ret {
+            methods!(@$kind self.0.$name($($arg),*)) $(.map($wrap))?
+        }
+    )*};
+    (@wait $call:expr) => { block_on($call) };
+    (@now $call:expr) => { $call };
+}
+
+/// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
+pub fn connect(uri: &str) -> Result<Connection, ConnectError> {
+    connect_with(uri)
+}
+
+/// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
+pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
+    block_on(amqp_async_std::connect_with(options)).map(Connection)
+}
+
+/// A connection to a broker. Cheap to clone; every clone is the same connection. See
+/// [`amqp_client::Connection`].
+#[derive(Debug, Clone)]
+pub struct Connection(nb::Connection);
+
+impl Connection {
+    /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`) and
+    /// returns once the broker has accepted the login and opened the virtual host.
+    pub fn connect(uri: &str) -> Result<Self, ConnectError> {
+        connect(uri)
+    }
+
+    /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
+    pub fn connect_with(options: impl IntoConnectOptions) -> Result<Self, ConnectError> {
+        connect_with(options)
+    }
+
+    methods! {
+        /// Opens a channel on the lowest free number.
+        wait fn open_channel(&self) -> Result<Channel, Error> => Channel;
+        /// Closes the connection and waits for the close handshake; returns the error that
+        /// ended the connection if it had already failed.
+        wait fn close(&self) -> Result<(), Error>;
+        /// Blocks until the connection is over and returns why (`None` after a close asked
+        /// for by this client).
+        wait fn closed(&self) -> Option<Error>;
+        /// Replaces the connection's secret (e.g. a refreshed OAuth2 token).
+        wait fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<(), Error>;
+        /// What the broker said about itself when the connection opened.
+        now fn server_properties(&self) -> FieldTable;
+        /// The limits agreed with the broker.
+        now fn tuning(&self) -> Tuning;
+        /// Whether commands can be sent.
+        now fn is_open(&self) -> bool;
+        /// Whether the broker currently blocks publishing (a resource alarm).
+        now fn is_blocked(&self) -> bool;
+        /// Where the connection is in its life.
+        now fn state(&self) -> State;
+    }
+
+    /// What happens to the connection: blocked/unblocked, channel flow, warnings, and
+    /// finally [`ConnectionEvent::Closed`]. See [`amqp_client::Connection::events`].
+    pub fn events(&self) -> Events {
+        Events(self.0.events())
+    }
+
+    /// The async handle, for code that mixes both styles.
+    pub fn as_async(&self) -> &nb::Connection {
+        &self.0
+    }
+}
+
+impl From<nb::Connection> for Connection {
+    fn from(conn: nb::Connection) -> Self {
+        Connection(conn)
+    }
+}
+
+/// A channel. Cheap to clone; every clone is the same channel. See [`amqp_client::Channel`].
+#[derive(Debug, Clone)]
+pub struct Channel(nb::Channel);
+
+impl Channel {
+    methods! {
+        /// Closes the channel and waits for the broker's answer.
+        wait fn close(&self) -> Result<(), Error>;
+        /// Blocks until the channel is closed and returns why.
+        wait fn closed(&self) -> Error;
+        /// Asks the broker to pause (`false`) or resume (`true`) deliveries; returns the flow
+        /// state it reports.
+        wait fn channel_flow(&self, active: bool) -> Result<bool, Error>;
+        /// Declares an exchange of `kind` (`direct`, `fanout`, `topic`, `headers`, …).
+        wait fn exchange_declare(&self, exchange: &str, kind: &str,
+            options: ExchangeDeclareOptions, arguments: FieldTable) -> Result<(), Error>;
+        /// Deletes an exchange.
+        wait fn exchange_delete(&self, exchange: &str, options: ExchangeDeleteOptions)
+            -> Result<(), Error>;
+        /// Binds exchange `destination` to `source` (a RabbitMQ extension).
+        wait fn exchange_bind(&self, destination: &str, source: &str, routing_key: &str,
+            options: ExchangeBindOptions, arguments: FieldTable) -> Result<(), Error>;
+        /// Removes an exchange-to-exchange binding.
+        wait fn exchange_unbind(&self, destination: &str, source: &str, routing_key: &str,
+            options: ExchangeBindOptions, arguments: FieldTable) -> Result<(), Error>;
+        /// Declares a queue (an empty name lets the broker choose one).
+        wait fn queue_declare(&self, queue: &str, options: QueueDeclareOptions,
+            arguments: FieldTable) -> Result<QueueInfo, Error>;
+        /// Binds a queue to an exchange.
+        wait fn queue_bind(&self, queue: &str, exchange: &str, routing_key: &str,
+            options: QueueBindOptions, arguments: FieldTable) -> Result<(), Error>;
+        /// Removes a queue binding.
+        wait fn queue_unbind(&self, queue: &str, exchange: &str, routing_key: &str,
+            arguments: FieldTable) -> Result<(), Error>;
+        /// Removes all ready messages from a queue; returns how many.
+        wait fn queue_purge(&self, queue: &str, options: QueuePurgeOptions) -> Result<u32, Error>;
+        /// Deletes a queue; returns how many messages went with it.
+        wait fn queue_delete(&self, queue: &str, options: QueueDeleteOptions)
+            -> Result<u32, Error>;
+        /// Limits unacknowledged deliveries (per consumer, or per channel with `global`).
+        wait fn basic_qos(&self, prefetch_count: u16, options: BasicQosOptions)
+            -> Result<(), Error>;
+        /// Starts a consumer (an empty tag lets the broker choose one); iterate the returned
+        /// [`Consumer`] for its deliveries.
+        wait fn basic_consume(&self, queue: &str, consumer_tag: &str,
+            options: BasicConsumeOptions, arguments: FieldTable) -> Result<Consumer, Error>
+            => Consumer;
+        /// Cancels a consumer; its iterator yields what had already arrived, then ends.
+        wait fn basic_cancel(&self, consumer_tag: &str, options: BasicCancelOptions)
+            -> Result<(), Error>;
+        /// Fetches one message, if the queue has one.
+        wait fn basic_get(&self, queue: &str, options: BasicGetOptions)
+            -> Result<Option<Delivery>, Error>;
+        /// Asks the broker to redeliver every unacknowledged message of this channel.
+        wait fn basic_recover(&self, requeue: bool) -> Result<(), Error>;
+        /// Publishes a message. Blocks while the broker blocks the connection, pauses the
+        /// channel, or the output queue is above its high-water mark; returns once the message
+        /// is queued for sending. In confirm mode, [`PublishConfirm::wait`] then gives the
+        /// broker's answer.
+        wait fn basic_publish(&self, exchange: &str, routing_key: &str,
+            options: BasicPublishOptions, properties: &BasicProperties, body: impl Into<Bytes>)
+            -> Result<PublishConfirm, Error> => PublishConfirm::new;
+        /// Turns on publisher confirms for this channel.
+        wait fn confirm_select(&self, options: ConfirmSelectOptions) -> Result<(), Error>;
+        /// Blocks until every publish so far is confirmed: `true` if all were acked, `false`
+        /// if any was nacked since the last call; fails if a confirm was lost.
+        wait fn wait_for_confirms(&self) -> Result<bool, Error>;
+        /// Starts transaction mode on this channel.
+        wait fn tx_select(&self) -> Result<(), Error>;
+        /// Commits the current transaction.
+        wait fn tx_commit(&self) -> Result<(), Error>;
+        /// Abandons the current transaction.
+        wait fn tx_rollback(&self) -> Result<(), Error>;
+        /// The channel number.
+        now fn id(&self) -> ChannelId;
+        /// Whether the channel can be used.
+        now fn is_open(&self) -> bool;
+        /// Acknowledges a delivery (and every earlier one with `multiple`). Never blocks.
+        now fn basic_ack(&self, delivery_tag: DeliveryTag, multiple: bool) -> Result<(), Error>;
+        /// Rejects deliveries, optionally requeueing them (a RabbitMQ extension).
+        now fn basic_nack(&self, delivery_tag: DeliveryTag, multiple: bool, requeue: bool)
+            -> Result<(), Error>;
+        /// Rejects one delivery, optionally requeueing it.
+        now fn basic_reject(&self, delivery_tag: DeliveryTag, requeue: bool)
+            -> Result<(), Error>;
+        /// Like [`Channel::basic_recover`] without waiting for an answer.
+        now fn basic_recover_async(&self, requeue: bool) -> Result<(), Error>;
+    }
+
+    /// The connection this channel belongs to.
+    pub fn connection(&self) -> Connection {
+        Connection(self.0.connection())
+    }
+
+    /// The mandatory messages the broker returns on this channel outside confirm mode. See
+    /// [`amqp_client::Channel::on_return`].
+    pub fn on_return(&self) -> Returns {
+        Returns(self.0.on_return())
+    }
+
+    /// The async handle, for code that mixes both styles.
+    pub fn as_async(&self) -> &nb::Channel {
+        &self.0
+    }
+}
+
+impl From<nb::Channel> for Channel {
+    fn from(channel: nb::Channel) -> Self {
+        Channel(channel)
+    }
+}
+
+/// The broker's answer to one publish, to [`wait`](Self::wait) for.
+#[derive(Debug)]
+pub struct PublishConfirm {
+    pending: nb::PublishConfirm,
+    tag: Option<DeliveryTag>,
+    outcome: Option<Confirmation>,
+}
+
+impl PublishConfirm {
+    fn new(pending: nb::PublishConfirm) -> Self {
+        let tag = pending.delivery_tag();
+        PublishConfirm {
+            pending,
+            tag,
+            outcome: None,
+        }
+    }
+
+    /// Blocks until the broker answers ([`Confirmation::NotRequested`] at once outside
+    /// confirm mode).
+    pub fn wait(self) -> Confirmation {
+        match self.outcome {
+            Some(outcome) => outcome,
+            None => block_on(self.pending),
+        }
+    }
+
+    /// Blocks until the broker answers or `timeout` passes (`None`). Can be called again.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Confirmation> {
+        if self.outcome.is_none() {
+            self.outcome = block_on_timeout(&mut self.pending, timeout);
+        }
+        self.outcome.clone()
+    }
+
+    /// The publish's delivery tag in confirm mode.
+    pub fn delivery_tag(&self) -> Option<DeliveryTag> {
+        self.tag
+    }
+
+    /// Whether a confirm was requested (the channel is in confirm mode).
+    pub fn is_requested(&self) -> bool {
+        self.tag.is_some()
+    }
+}
+
+/// The deliveries of one consumer: an iterator of `Result<Delivery, Error>` that blocks for
+/// the next one. See [`amqp_client::Consumer`] for when it ends; dropping it cancels the
+/// consumer.
+#[derive(Debug)]
+pub struct Consumer(nb::Consumer);
+
+impl Consumer {
+    /// Waits at most `timeout` for the next delivery: `Ok(None)` when none came in time.
+    /// Fails with the reason when the channel or connection closed, and with
+    /// [`Error::Usage`] once the consumer has ended ([`Consumer::end_reason`] says why).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, Error> {
+        match block_on_timeout(self.0.next(), timeout) {
+            None => Ok(None),
+            Some(Some(delivery)) => delivery.map(Some),
+            Some(None) => Err(Error::Usage("the consumer has ended")),
+        }
+    }
+
+    /// Cancels the consumer; the iterator yields what had already arrived, then ends.
+    pub fn cancel(&self) -> Result<(), Error> {
+        block_on(self.0.cancel())
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &ConsumerTag {
+        self.0.tag()
+    }
+
+    /// The channel it consumes on.
+    pub fn channel(&self) -> Channel {
+        Channel(self.0.channel().clone())
+    }
+
+    /// Why the iterator ended, once it has.
+    pub fn end_reason(&self) -> Option<&ConsumerEnd> {
+        self.0.end_reason()
+    }
+}
+
+impl Iterator for Consumer {
+    type Item = Result<Delivery, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        block_on(self.0.next())
+    }
+}
+
+/// What happens to a connection, as an iterator that blocks for the next event and ends
+/// after [`ConnectionEvent::Closed`]. See [`Connection::events`].
+#[derive(Debug)]
+pub struct Events(nb::Events);
+
+impl Events {
+    /// An event already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<ConnectionEvent> {
+        self.0.try_next()
+    }
+
+    /// Waits at most `timeout` for the next event (`None`: none came, or the stream ended).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<ConnectionEvent> {
+        block_on_timeout(self.0.next(), timeout).flatten()
+    }
+}
+
+impl Iterator for Events {
+    type Item = ConnectionEvent;
+
+    fn next(&mut self) -> Option<ConnectionEvent> {
+        block_on(self.0.next())
+    }
+}
+
+/// Returned mandatory messages, as an iterator that blocks for the next one and ends when
+/// the channel closes. See [`Channel::on_return`].
+#[derive(Debug)]
+pub struct Returns(nb::Returns);
+
+impl Returns {
+    /// Waits at most `timeout` for the next returned message (`None`: none came, or the
+    /// channel closed).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<ReturnedMessage> {
+        block_on_timeout(self.0.next(), timeout).flatten()
+    }
+}
+
+impl Iterator for Returns {
+    type Item = ReturnedMessage;
+
+    fn next(&mut self) -> Option<ReturnedMessage> {
+        block_on(self.0.next())
+    }
+}

@@ -222,8 +222,17 @@ impl Connection {
         .await
     }
 
-    /// Replaces the connection's secret (e.g. a refreshed OAuth2 token).
+    /// Replaces the connection's secret (`connection.update-secret`), e.g. a refreshed OAuth2
+    /// token, without reconnecting. The secret is sent as is and never logged.
+    ///
+    /// Returns `Ok(())` once the broker answers `update-secret-ok`. A broker that refuses
+    /// closes the connection (RabbitMQ: 530 `NOT_ALLOWED`, [`amqp_proto::ErrorKind::NotAllowed`])
+    /// and this fails with that reason. What "accepted" means is up to the broker's auth
+    /// backend: RabbitMQ 3.10's internal (username/password) backend has no expiring state,
+    /// so it answers `update-secret-ok` without checking the new secret; backends whose
+    /// credentials expire (OAuth 2.0) validate it.
     pub async fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<(), Error> {
+        tracing::debug!(reason, "amqp: updating the connection secret");
         let id = start_request(self.shared(), |s| {
             Ok((s.core.update_secret(new_secret, reason)?, ReqKind::Plain))
         })?;

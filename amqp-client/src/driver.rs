@@ -115,6 +115,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
     }
 
     fn fail_transport(&mut self, e: &io::Error) {
+        tracing::debug!(error = %e, "amqp: transport write failed");
         self.write_failed = true;
         self.read_done = true;
         self.out.clear();

@@ -31,10 +31,17 @@ mod consumer;
 mod driver;
 mod options;
 mod shared;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod util;
 
 pub use channel::{Channel, Confirmation, PublishConfirm, Returns};
-pub use connect::{ConnectError, ConnectOptions, IntoConnectOptions};
+pub use connect::{
+    ConnectError, ConnectOptions, IntoConnectOptions, TlsError, TlsErrorKind,
+    connect_with_transport,
+};
+#[cfg(feature = "tls")]
+pub use tls::{MaybeTls, TlsClient, TlsOptions, connect_with_tls_transport};
 pub use connection::{Connecting, Connection, ConnectionEvent, Events, start_connection};
 pub use consumer::{Consumer, Delivery};
 pub use driver::{Driver, Timer, Transport};

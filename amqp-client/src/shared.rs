@@ -477,7 +477,29 @@ impl Shared {
                     }
                 }
                 Event::Completed { id, result } => self.complete(id, result),
-                Event::Connected { .. } => {
+                Event::Connected {
+                    server_properties,
+                    tuning,
+                } => {
+                    let text = |key: &str| {
+                        server_properties
+                            .get(key)
+                            .and_then(|v| match v {
+                                amqp_proto::FieldValue::LongString(s) => {
+                                    Some(String::from_utf8_lossy(s).into_owned())
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_default()
+                    };
+                    tracing::debug!(
+                        product = %text("product"),
+                        version = %text("version"),
+                        channel_max = tuning.channel_max,
+                        frame_max = tuning.frame_max,
+                        heartbeat = tuning.heartbeat,
+                        "amqp: connection established"
+                    );
                     self.connected = true;
                     wake_all(&mut self.state_waiters);
                 }
@@ -698,6 +720,10 @@ impl Shared {
     }
 
     fn on_closed(&mut self, error: Option<Error>) {
+        match &error {
+            None => tracing::debug!("amqp: connection closed by the client"),
+            Some(e) => tracing::debug!(kind = ?e.kind(), reason = %e, "amqp: connection closed"),
+        }
         let failure = match &error {
             Some(e) => e.clone(),
             // The core hands out the real reason from any command once it is closed; opening

@@ -47,8 +47,31 @@
 //! returns once the broker has accepted the login and opened the virtual host — or fails
 //! promptly with why: [`ErrorKind::Authentication`] for refused credentials,
 //! [`ErrorKind::AccessRefused`] for the virtual host. Use [`connect_with`] and
-//! [`ConnectOptions`] to adjust settings. `amqps://` (TLS) is not supported yet and is
-//! refused with [`ConnectError::TlsNotSupported`].
+//! [`ConnectOptions`] to adjust settings.
+//!
+//! ## TLS (`amqps://`)
+//!
+//! With the `tls` feature (on by default) `amqps://` URIs connect through rustls
+//! (`tokio-rustls`, `ring` provider). The broker's certificate is verified against
+//! `cacertfile` (else the `webpki-roots` CAs) and the URI's host name; `certfile`/`keyfile`
+//! present a client certificate, and `auth_mechanism=external` logs in with it (SASL
+//! EXTERNAL). Settings can also be given in code with [`ConnectOptions::with_tls`] and
+//! [`TlsOptions`]; see the `amqp_client::tls` module for every option. A failed handshake is
+//! a prompt [`ConnectError::Tls`] ([`ErrorKind::Tls`]) whose [`TlsError::kind`] tells an
+//! untrusted, wrong-host or expired certificate from a port that does not speak TLS.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), amqp_tokio::ConnectError> {
+//! use amqp_tokio::{Connect, Connection};
+//! let conn = Connection::connect(
+//!     "amqps://rabbit.example:5671/%2f?cacertfile=/etc/amqp/ca.pem\
+//!      &certfile=/etc/amqp/client.pem&keyfile=/etc/amqp/client.key&auth_mechanism=external",
+//! )
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Without the feature, `amqps://` is refused with [`ConnectError::TlsNotSupported`].
 //!
 //! Everything else — [`Connection`], [`Channel`], [`Consumer`], [`Delivery`],
 //! [`PublishConfirm`] — is the runtime-agnostic API of `amqp-client`, re-exported here. Needs
@@ -68,55 +91,72 @@ use tokio::net::TcpStream;
 
 pub use amqp_client::*;
 
-/// `Connection::connect(uri)`: connect on tokio. In scope with `use amqp_tokio::Connect`.
-pub trait Connect: Sized {
-    /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
-    fn connect(uri: &str) -> impl Future<Output = Result<Self, ConnectError>> + Send;
-
-    /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
-    fn connect_with(
-        options: impl IntoConnectOptions + Send,
-    ) -> impl Future<Output = Result<Self, ConnectError>> + Send;
-}
-
-impl Connect for Connection {
-    fn connect(uri: &str) -> impl Future<Output = Result<Self, ConnectError>> + Send {
-        let options = ConnectOptions::parse(uri);
-        async move { connect_with(options?).await }
-    }
-
-    fn connect_with(
-        options: impl IntoConnectOptions + Send,
-    ) -> impl Future<Output = Result<Self, ConnectError>> + Send {
-        connect_with(options)
-    }
-}
-
-/// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
-pub async fn connect(uri: &str) -> Result<Connection, ConnectError> {
-    connect_with(ConnectOptions::parse(uri)?).await
-}
+amqp_client::adapter_connect_api!("tokio");
 
 /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
 pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
-    let ConnectOptions { uri, config } = options.into_connect_options()?;
-    if uri.scheme.is_tls() {
-        return Err(ConnectError::TlsNotSupported);
+    let dial = |uri: &AmqpUri| {
+        let addr = (uri.host.clone(), uri.port);
+        async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioTransport(stream))
+        }
+    };
+    let spawn = |driver| {
+        tokio::spawn(driver);
+        Ok(())
+    };
+    #[cfg(feature = "tls")]
+    {
+        let handshake = |client: TlsClient, tcp: TokioTransport| async move {
+            let stream = tokio_rustls::TlsConnector::from(client.config)
+                .connect(client.server_name, tcp.0)
+                .await?;
+            let (_, session) = stream.get_ref();
+            tracing::debug!(
+                protocol = ?session.protocol_version(),
+                cipher_suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+                "amqp: TLS session established"
+            );
+            Ok(TokioTlsTransport(stream))
+        };
+        connect_with_tls_transport(options, dial, handshake, TokioTimer, spawn).await
     }
-    let started = Instant::now();
-    let tcp = TcpStream::connect((uri.host.as_str(), uri.port));
-    let stream = match config.connection_timeout {
-        Some(limit) => tokio::time::timeout(limit, tcp)
-            .await
-            .map_err(|_| ConnectError::Timeout)?,
-        None => tcp.await,
+    #[cfg(not(feature = "tls"))]
+    connect_with_transport(options, dial, TokioTimer, spawn).await
+}
+
+/// A TLS stream (tokio-rustls over tokio TCP) as the driver's [`Transport`]. Feature `tls`.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub struct TokioTlsTransport(pub tokio_rustls::client::TlsStream<TcpStream>);
+
+#[cfg(feature = "tls")]
+impl Transport for TokioTlsTransport {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
     }
-    .map_err(ConnectError::Io)?;
-    stream.set_nodelay(true).map_err(ConnectError::Io)?;
-    let (connecting, driver) =
-        start_connection(config, started, TokioTransport(stream), TokioTimer);
-    tokio::spawn(driver);
-    Ok(connecting.await?)
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// A tokio TCP stream as the driver's [`Transport`]: readiness plus `try_read_buf` reads

@@ -304,6 +304,7 @@ async fn unknown_vhost_is_an_access_error() {
     assert_eq!(err.kind(), ErrorKind::AccessRefused, "{err}");
 }
 
+#[cfg(not(feature = "tls"))]
 #[tokio::test]
 async fn amqps_is_refused_clearly() {
     let err = Connection::connect("amqps://guest:guest@127.0.0.1/")
@@ -311,6 +312,17 @@ async fn amqps_is_refused_clearly() {
         .unwrap_err();
     assert!(matches!(err, ConnectError::TlsNotSupported));
     assert!(err.to_string().contains("TLS"));
+}
+
+/// The TLS tests proper are in `tls.rs`; this one needs no broker.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn amqps_with_a_missing_ca_file_fails_before_dialling() {
+    let err = Connection::connect("amqps://guest:guest@127.0.0.1:1/?cacertfile=/nonexistent.pem")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, ConnectError::Tls(e) if e.kind() == amqp_tokio::TlsErrorKind::Config));
+    assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
 }
 
 #[tokio::test]
