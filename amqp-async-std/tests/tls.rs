@@ -4,6 +4,7 @@
 //! Starts two nodes: the shared TLS node and one presenting an expired certificate. (The
 //! host-name check is exercised with `server_name_indication` on the shared node.) Needs the
 //! Debian `rabbitmq-server` package; fails (never skips) without it.
+#![cfg(feature = "tls")]
 
 use std::future::Future;
 use std::time::{Duration, Instant};

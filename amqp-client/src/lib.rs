@@ -40,8 +40,6 @@ pub use connect::{
     ConnectError, ConnectOptions, IntoConnectOptions, TlsError, TlsErrorKind,
     connect_with_transport,
 };
-#[cfg(feature = "tls")]
-pub use tls::{MaybeTls, TlsClient, TlsOptions, connect_with_tls_transport};
 pub use connection::{Connecting, Connection, ConnectionEvent, Events, start_connection};
 pub use consumer::{Consumer, Delivery};
 pub use driver::{Driver, Timer, Transport};
@@ -49,6 +47,8 @@ pub use options::{
     BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,
 };
+#[cfg(feature = "tls")]
+pub use tls::{MaybeTls, TlsClient, TlsOptions, connect_with_tls_transport};
 
 pub use amqp_proto;
 pub use amqp_proto::uri::{AmqpUri, UriError};

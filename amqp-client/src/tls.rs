@@ -308,9 +308,8 @@ impl TlsOptions {
     /// connection to `host`. Errors are [`TlsErrorKind::Config`].
     pub fn client_for(&self, host: &str) -> Result<TlsClient, TlsError> {
         let name = self.server_name.as_deref().unwrap_or(host);
-        let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
-            config_error(format!("{name:?} is not a valid TLS server name: {e}"))
-        })?;
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|e| config_error(format!("{name:?} is not a valid TLS server name: {e}")))?;
         if let Some(config) = &self.custom {
             return Ok(TlsClient {
                 config: config.clone(),
@@ -378,12 +377,12 @@ impl TlsOptions {
             }
             Roots::File(path) => add_pem_roots(
                 &mut store,
-                &Pem::File(path.clone()),
+                &format!("CA file {}", path.display()),
                 CertificateDer::pem_file_iter(path),
             )?,
             Roots::Pem(pem) => add_pem_roots(
                 &mut store,
-                &Pem::Bytes(Vec::new()),
+                "the CA PEM",
                 Ok(CertificateDer::pem_slice_iter(pem)),
             )?,
             Roots::Der(certs) => add_roots(&mut store, certs.iter().cloned(), "the given CA")?,
@@ -412,22 +411,20 @@ fn add_roots(
 
 fn add_pem_roots<I>(
     store: &mut RootCertStore,
-    source: &Pem,
+    what: &str,
     certs: Result<I, rustls::pki_types::pem::Error>,
 ) -> Result<(), TlsError>
 where
     I: Iterator<Item = Result<CertificateDer<'static>, rustls::pki_types::pem::Error>>,
 {
-    let what = match source {
-        Pem::File(p) => format!("CA file {}", p.display()),
-        Pem::Bytes(_) => "CA PEM".to_owned(),
-    };
     let certs = certs.map_err(|e| config_error(format!("cannot read {what}: {e}")))?;
     let mut count = 0;
     for cert in certs {
         let cert = cert.map_err(|e| config_error(format!("cannot read {what}: {e}")))?;
         store.add(cert).map_err(|e| {
-            config_error(format!("{what} holds a certificate that is not usable: {e}"))
+            config_error(format!(
+                "{what} holds a certificate that is not usable: {e}"
+            ))
         })?;
         count += 1;
     }
@@ -611,8 +608,7 @@ const EARLY_END_HINT: &str = "the broker ended the TLS session before sending an
 
 /// Adds [`EARLY_END_HINT`] to a failure before anything was received.
 fn early_end(e: io::Error, received: bool) -> io::Error {
-    if received || e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock
-    {
+    if received || e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock {
         return e;
     }
     io::Error::new(e.kind(), format!("{e}; {EARLY_END_HINT}"))
@@ -629,10 +625,9 @@ impl<P: Transport, S: Transport> Transport for MaybeTls<P, S> {
             Inner::Tls { io, received } => {
                 let result = std::task::ready!(io.poll_read_buf(cx, buf));
                 Poll::Ready(match result {
-                    Ok(0) if !*received => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        EARLY_END_HINT,
-                    )),
+                    Ok(0) if !*received => {
+                        Err(io::Error::new(io::ErrorKind::UnexpectedEof, EARLY_END_HINT))
+                    }
                     Ok(n) => {
                         *received = true;
                         Ok(n)
@@ -745,12 +740,106 @@ async fn within<F: Future>(expired: &mut Option<Sleep>, f: F) -> Result<F::Outpu
             return Poll::Ready(Ok(v));
         }
         match expired {
-            Some(sleep) => sleep
-                .as_mut()
-                .poll(cx)
-                .map(|()| Err(ConnectError::Timeout)),
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(ConnectError::Timeout)),
             None => Poll::Pending,
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> AmqpUri {
+        AmqpUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn uri_parameters_map_to_options() {
+        let options = TlsOptions::from_uri(&uri("amqps://h/?verify=verify_none"));
+        assert!(options.accepts_invalid_certs());
+        let client = options.client_for("h").unwrap();
+        assert!(client.config.enable_sni);
+
+        let options = TlsOptions::from_uri(&uri("amqps://h/?server_name_indication=disable"));
+        assert!(!options.accepts_invalid_certs());
+        let client = options.client_for("h").unwrap();
+        assert!(!client.config.enable_sni);
+        assert_eq!(client.server_name, ServerName::try_from("h").unwrap());
+
+        let options = TlsOptions::from_uri(&uri("amqps://10.0.0.1/?server_name_indication=rabbit"));
+        let client = options.client_for("10.0.0.1").unwrap();
+        assert_eq!(client.server_name, ServerName::try_from("rabbit").unwrap());
+
+        let client = TlsOptions::new().client_for("::1").unwrap();
+        assert!(matches!(client.server_name, ServerName::IpAddress(_)));
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        for (options, needle) in [
+            (
+                TlsOptions::new().with_ca_pem("not a certificate"),
+                "no PEM certificate",
+            ),
+            (
+                TlsOptions::new().with_ca_file("/nonexistent/ca.pem"),
+                "/nonexistent/ca.pem",
+            ),
+            (
+                TlsOptions::from_uri(&uri("amqps://h/?keyfile=/k.pem")),
+                "keyfile is given without certfile",
+            ),
+            (
+                TlsOptions::new().with_client_cert_pem("", "-----BEGIN PRIVATE KEY-----"),
+                "holds no PEM certificate",
+            ),
+            (
+                TlsOptions::new().with_server_name("bad name!"),
+                "not a valid TLS server name",
+            ),
+        ] {
+            let err = options.client_for("h").unwrap_err();
+            assert_eq!(err.kind(), TlsErrorKind::Config);
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let options = TlsOptions::new()
+            .with_client_cert_pem("CERT-PEM-TEXT", "KEY-PEM-TEXT-hunter2")
+            .with_ca_pem("CA-PEM-TEXT");
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("PEM-TEXT"), "{shown}");
+        let shown = format!(
+            "{:?}",
+            TlsOptions::new().with_client_cert_files("/c.pem", "/k.pem")
+        );
+        assert!(shown.contains("/k.pem"), "{shown}");
+    }
+
+    #[test]
+    fn handshake_errors_are_classified() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let err = TlsError::from_handshake(wrap(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert_eq!(err.kind(), TlsErrorKind::CertificateRejected);
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+        assert!(err.rustls_error().is_some());
+        let err = TlsError::from_handshake(wrap(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        )));
+        assert_eq!(err.kind(), TlsErrorKind::RejectedByServer);
+        let err = TlsError::from_handshake(wrap(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        )));
+        assert_eq!(err.kind(), TlsErrorKind::NotTls);
+        let err = TlsError::from_handshake(io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(err.kind(), TlsErrorKind::Handshake);
+        assert!(err.to_string().contains("closed the connection"), "{err}");
+    }
 }

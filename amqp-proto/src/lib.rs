@@ -49,5 +49,6 @@ pub use properties::{BasicProperties, ContentHeader};
 pub use spec::*;
 pub use transmit::Transmit;
 pub use types::{
-    Decimal, FieldArray, FieldTable, FieldValue, LongString, MAX_TABLE_DEPTH, ShortString,
+    Decimal, FieldArray, FieldTable, FieldValue, LongString, MAX_TABLE_DEPTH, SecretBytes,
+    ShortString,
 };

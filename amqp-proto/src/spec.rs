@@ -8,7 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::CodecError;
-use crate::types::{FieldTable, LongString, ShortString, WireField};
+use crate::types::{FieldTable, LongString, SecretBytes, ShortString, WireField};
 use crate::wire::{Reader, Writer};
 
 /// A method's identity on the wire: its class id and method id.
@@ -205,13 +205,13 @@ protocol! {
             mechanisms: LongString, locales: LongString,
         }
         11 ConnectionStartOk "connection.start-ok" [Sync ToServer] -> [] {
-            client_properties: FieldTable, mechanism: ShortString, response: LongString,
+            client_properties: FieldTable, mechanism: ShortString, response: SecretBytes,
             locale: ShortString,
         }
         20 ConnectionSecure "connection.secure" [Sync ToClient] -> [ConnectionSecureOk] {
             challenge: LongString,
         }
-        21 ConnectionSecureOk "connection.secure-ok" [Sync ToServer] -> [] { response: LongString }
+        21 ConnectionSecureOk "connection.secure-ok" [Sync ToServer] -> [] { response: SecretBytes }
         30 ConnectionTune "connection.tune" [Sync ToClient] -> [ConnectionTuneOk] {
             channel_max: u16, frame_max: u32, heartbeat: u16,
         }
@@ -232,7 +232,7 @@ protocol! {
         61 ConnectionUnblocked "connection.unblocked" [ToClient] -> [] {}
         /// RabbitMQ extension: refresh credentials (e.g. an OAuth2 token) on a live connection.
         70 ConnectionUpdateSecret "connection.update-secret" [Sync ToServer] -> [ConnectionUpdateSecretOk] {
-            new_secret: LongString, reason: ShortString,
+            new_secret: SecretBytes, reason: ShortString,
         }
         71 ConnectionUpdateSecretOk "connection.update-secret-ok" [Sync ToClient] -> [] {}
     }

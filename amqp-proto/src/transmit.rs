@@ -64,13 +64,27 @@ impl Transmit {
         Ok(())
     }
 
-    /// Appends a method frame.
-    pub fn push_method(&mut self, channel: u16, method: &Method) -> Result<(), CodecError> {
+    /// Appends a method frame, refusing (with nothing queued) one larger than `frame_max`
+    /// (0: no limit), which the spec forbids sending.
+    pub fn push_method(
+        &mut self,
+        channel: u16,
+        method: &Method,
+        frame_max: u32,
+    ) -> Result<(), CodecError> {
         let before = self.tail.len();
         write_frame(&mut self.tail, crate::frame::FRAME_METHOD, channel, |o| {
             method.encode(o)
         })?;
-        self.len += self.tail.len() - before;
+        let size = self.tail.len() - before;
+        if frame_max != 0 && size > frame_max as usize {
+            self.tail.truncate(before);
+            return Err(CodecError::FrameTooLarge {
+                size: size as u64,
+                max: frame_max,
+            });
+        }
+        self.len += size;
         Ok(())
     }
 

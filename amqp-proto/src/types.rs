@@ -216,6 +216,37 @@ impl fmt::Debug for LongString {
     }
 }
 
+/// A long string carrying credentials (a SASL response, a refreshed secret): on the wire a
+/// plain long string, but its Debug never shows the bytes, so logging a decoded method cannot
+/// leak a password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub LongString);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl Deref for SecretBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<LongString> for SecretBytes {
+    fn from(v: LongString) -> Self {
+        SecretBytes(v)
+    }
+}
+
+impl From<Bytes> for SecretBytes {
+    fn from(v: Bytes) -> Self {
+        SecretBytes(LongString(v))
+    }
+}
+
 fn put_len(out: &mut BytesMut, len: usize, what: &'static str) -> Result<(), CodecError> {
     let len32 = u32::try_from(len).map_err(|_| CodecError::TooLong { what, len })?;
     out.put_u32(len32);
@@ -659,5 +690,14 @@ impl WireField for FieldTable {
     }
     fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
         self.encode_at(w.plain(), 0)
+    }
+}
+
+impl WireField for SecretBytes {
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        LongString::decode(r).map(SecretBytes)
+    }
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
+        self.0.encode(w.plain())
     }
 }

@@ -177,7 +177,8 @@ impl fmt::Display for Scheme {
 pub enum Verify {
     /// `verify_peer`: check the server's certificate chain.
     VerifyPeer,
-    /// `verify_none`: accept any server certificate.
+    /// `verify_none`: accept any server certificate. Dangerous: the adapters log a warning
+    /// on every connect (it is `TlsOptions::danger_accept_invalid_certs` in code).
     VerifyNone,
 }
 
@@ -209,17 +210,33 @@ pub enum ServerNameIndication {
 }
 
 /// TLS settings from the query; only allowed on `amqps://` URIs.
+///
+/// Parsing only records them; the adapters (feature `tls`, through
+/// `amqp_client::tls::TlsOptions::from_uri`) apply them when connecting:
+///
+/// | parameter | effect |
+/// | --- | --- |
+/// | `cacertfile=PATH` | trust the PEM CA certificate(s) in `PATH` instead of the bundled `webpki-roots` |
+/// | `certfile=PATH&keyfile=PATH` | present this PEM client certificate (chain) and key (PKCS#8, PKCS#1 or SEC1); both or neither |
+/// | `auth_mechanism=external` | log in with that certificate (SASL EXTERNAL; RabbitMQ needs `rabbitmq_auth_mechanism_ssl`) |
+/// | `server_name_indication=NAME` | send `NAME` as SNI **and verify the certificate against it** instead of the host |
+/// | `server_name_indication=disable` | send no SNI; the certificate is still verified against the host |
+/// | `verify=verify_peer` | the default: verify the chain and the host name |
+/// | `verify=verify_none` | accept any certificate (logged as a warning on every connect); tests only |
+///
+/// Files are read when connecting. The host name (or IP address) is always verified unless
+/// `verify=verify_none`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsParams {
-    /// `cacertfile`: path to the CA certificate(s) to trust.
+    /// `cacertfile`: path to the PEM CA certificate(s) to trust.
     pub cacertfile: Option<String>,
-    /// `certfile`: path to the client certificate.
+    /// `certfile`: path to the PEM client certificate (chain, leaf first).
     pub certfile: Option<String>,
-    /// `keyfile`: path to the client private key.
+    /// `keyfile`: path to the PEM client private key.
     pub keyfile: Option<String>,
     /// `verify`: peer verification mode.
     pub verify: Option<Verify>,
-    /// `server_name_indication`: SNI override or `disable`.
+    /// `server_name_indication`: SNI (and verified name) override, or `disable`.
     pub server_name_indication: Option<ServerNameIndication>,
 }
 

@@ -4,6 +4,7 @@
 //! Starts three nodes: the shared TLS node (valid certificate for `localhost`/`127.0.0.1`),
 //! one presenting an expired certificate and one whose certificate is for another host name.
 //! Needs the Debian `rabbitmq-server` package; fails (never skips) without it.
+#![cfg(feature = "tls")]
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -201,10 +202,24 @@ async fn verify_none_accepts_an_expired_certificate() {
         let text = err.to_string();
         assert!(text.contains("expired"), "{text}");
 
-        // verify=verify_none (in the URI) and danger_accept_invalid_certs (in code) accept it.
+        // verify=verify_none (in the URI) and danger_accept_invalid_certs (in code) accept it,
+        // with a warning (the driver runs on this thread: a thread-local subscriber sees it).
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
         let conn = Connection::connect(&format!("{}?verify=verify_none", node.tls_uri()))
             .await
             .unwrap();
+        drop(guard);
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logs.contains("WARN") && logs.contains("verification is DISABLED"),
+            "{logs}"
+        );
         round_trip(&conn, "unverified").await;
         conn.close().await.unwrap();
         let options = ConnectOptions::parse(&node.tls_uri())
@@ -443,7 +458,11 @@ async fn secrets_never_appear_in_logs_debug_or_errors() {
     let options = ConnectOptions::parse(&uri).unwrap();
     assert_debug_display_hidden("the URI", &options.uri, &secrets);
     assert_hidden("ConnectOptions", &format!("{options:?}"), &secrets);
-    assert_hidden("ConnectionConfig", &format!("{:?}", options.config), &secrets);
+    assert_hidden(
+        "ConnectionConfig",
+        &format!("{:?}", options.config),
+        &secrets,
+    );
     tracing::info!(?options, uri = %options.uri, "test: connecting with");
 
     within(async {
@@ -477,9 +496,15 @@ async fn secrets_never_appear_in_logs_debug_or_errors() {
         "amqp: updating the connection secret",
         "amqp: connection closed",
     ] {
-        assert!(logs.contains(expected), "no {expected:?} in the logs:\n{logs}");
+        assert!(
+            logs.contains(expected),
+            "no {expected:?} in the logs:\n{logs}"
+        );
     }
     // rustls' own (log crate) records came through as well.
-    assert!(logs.contains("rustls"), "no rustls records in the logs:\n{logs}");
+    assert!(
+        logs.contains("rustls"),
+        "no rustls records in the logs:\n{logs}"
+    );
     assert_hidden("the TRACE-level logs", &logs, &secrets);
 }

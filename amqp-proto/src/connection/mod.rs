@@ -492,37 +492,14 @@ impl Connection {
     }
 
     fn send_method(&mut self, channel: u16, method: &Method) -> Result<(), Error> {
-        self.check_frame_size(method)?;
-        self.transmit.push_method(channel, method)?;
-        self.last_sent = self.now;
-        Ok(())
-    }
-
-    /// Refuses a command whose method frame would exceed the negotiated frame_max, which
-    /// the spec forbids sending (the broker would close the connection with 501). Only
-    /// methods with a table or long string (arguments, a secret) can grow that large; the
-    /// rest are bounded well below the 4096-byte minimum and are not measured.
-    fn check_frame_size(&self, method: &Method) -> Result<(), Error> {
-        let frame_max = self.tuning.frame_max;
-        let unbounded = || {
-            method
-                .info()
-                .fields
-                .iter()
-                .any(|(_, ty)| matches!(*ty, "FieldTable" | "LongString"))
+        // Once tuned, a method frame over frame_max is refused rather than sent (the broker
+        // would close the connection with 501).
+        let frame_max = match self.state {
+            State::Open => self.tuning.frame_max,
+            _ => 0,
         };
-        if self.state != State::Open || frame_max == 0 || !unbounded() {
-            return Ok(());
-        }
-        let mut scratch = BytesMut::new();
-        method.encode(&mut scratch)?;
-        let size = (scratch.len() + crate::frame::FRAME_OVERHEAD) as u64;
-        if size > u64::from(frame_max) {
-            return Err(Error::Encode(crate::error::CodecError::FrameTooLarge {
-                size,
-                max: frame_max,
-            }));
-        }
+        self.transmit.push_method(channel, method, frame_max)?;
+        self.last_sent = self.now;
         Ok(())
     }
 
@@ -1025,7 +1002,7 @@ impl Connection {
     pub fn update_secret(&mut self, new_secret: &[u8], reason: &str) -> Result<RequestId, Error> {
         self.check_open()?;
         let m = ConnectionUpdateSecret {
-            new_secret: LongString::from(new_secret),
+            new_secret: LongString::from(new_secret).into(),
             reason: short(reason)?,
         };
         self.send_method(0, &m.into())?;
@@ -1125,7 +1102,7 @@ impl Connection {
                         let _ = self.send_method(
                             0,
                             &ConnectionSecureOk {
-                                response: LongString(response),
+                                response: response.into(),
                             }
                             .into(),
                         );
@@ -1215,7 +1192,7 @@ impl Connection {
         let start_ok = ConnectionStartOk {
             client_properties: self.config.client_properties_table(),
             mechanism,
-            response: LongString(response),
+            response: response.into(),
             locale,
         };
         match self.send_method(0, &start_ok.into()) {
