@@ -1,5 +1,5 @@
-//! `bench`: side-by-side AMQP 0-9-1 client benchmark (lapin, amqprs; our
-//! amqp-tokio plugs in via `clients/mod.rs`).
+//! `bench`: side-by-side AMQP 0-9-1 client benchmark: lapin, amqprs and ours
+//! (amqp-tokio, amqp-async-std, amqp-blocking); see `clients/mod.rs`.
 //!
 //! The parent process only orchestrates: for every (rep, scenario, size,
 //! client) it re-executes itself as `bench --one CLIENT SCENARIO SIZE ...`.
@@ -27,7 +27,7 @@ use harness::{
 };
 
 const USAGE: &str = "\
-bench: lapin vs amqprs (vs amqp-tokio) AMQP 0-9-1 client benchmark
+bench: AMQP 0-9-1 client benchmark: lapin, amqprs vs ours (amqp-tokio, amqp-async-std, amqp-blocking)
 
 USAGE:
   bench [OPTIONS]
@@ -38,7 +38,8 @@ OPTIONS:
   --count N             N for every size (overrides the two below)
   --count-small N       N for sizes < 64 KiB (default 200000)
   --count-large N       N for sizes >= 64 KiB (default 5000)
-  --clients LIST        comma-separated (default: all = lapin,amqprs)
+  --clients LIST        comma-separated (default: all =
+                        lapin,amqprs,amqp-tokio,amqp-async-std,amqp-blocking)
   --scenarios LIST      publish,publish_confirms,consume,e2e (default: all)
   --sizes LIST          e.g. 16,1k,128k (default: 16,1k,128k)
   --prefetch N          consumer prefetch (default 1000)
@@ -47,6 +48,7 @@ OPTIONS:
   --timeout SECS        kill a measurement after this long (default 900)
   --pause-ms MS         pause between measurements (default 500)
   --out FILE            also append every raw result (JSON lines) to FILE
+  --markdown FILE       also write the final table (+ run info) as markdown to FILE
   -h, --help
 
 INTERNAL (used by the parent):
@@ -68,6 +70,7 @@ struct Opts {
     timeout: Duration,
     pause: Duration,
     out: Option<String>,
+    markdown: Option<String>,
     one: Option<(ClientKind, Scenario, usize)>,
     queue: Option<String>,
     cleanup: Option<String>,
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Opts> {
         timeout: Duration::from_secs(900),
         pause: Duration::from_millis(500),
         out: None,
+        markdown: None,
         one: None,
         queue: None,
         cleanup: None,
@@ -132,6 +136,7 @@ fn parse_args() -> Result<Opts> {
             "--timeout" => o.timeout = Duration::from_secs(next(&mut args, a)?.parse()?),
             "--pause-ms" => o.pause = Duration::from_millis(next(&mut args, a)?.parse()?),
             "--out" => o.out = Some(next(&mut args, a)?),
+            "--markdown" => o.markdown = Some(next(&mut args, a)?),
             "--queue" => o.queue = Some(next(&mut args, a)?),
             "--cleanup" => o.cleanup = Some(next(&mut args, a)?),
             "--one" => {
@@ -368,6 +373,8 @@ fn parent_main(o: &Opts) -> Result<()> {
         "bench: {} measurements (reps={}, N={} for <64 KiB, N={} for >=64 KiB), broker {}:{}",
         total, o.reps, o.count_small, o.count_large, o.broker.host, o.broker.port
     );
+    let load_start = loadavg();
+    eprintln!("bench: load average at start: {load_start}");
     let started = Instant::now();
     let mut results: BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>> = BTreeMap::new();
     let mut failures = 0usize;
@@ -395,7 +402,7 @@ fn parent_main(o: &Opts) -> Result<()> {
                     ];
                     let t0 = Instant::now();
                     let label = format!(
-                        "[{i}/{total}] rep {rep} {:<16} {:>7} {:<7}",
+                        "[{i}/{total}] rep {rep} {:<16} {:>7} {:<14}",
                         scenario.name(),
                         fmt_size(size),
                         client.name()
@@ -439,10 +446,9 @@ fn parent_main(o: &Opts) -> Result<()> {
             }
         }
     }
-    eprintln!(
-        "bench: done in {:.0}s, {failures} failed",
-        started.elapsed().as_secs_f64()
-    );
+    let load_end = loadavg();
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("bench: done in {took:.0}s, {failures} failed; load average at end: {load_end}");
 
     // Medians per cell.
     let mut cells: BTreeMap<(Scenario, usize, ClientKind), Cell> = BTreeMap::new();
@@ -469,36 +475,85 @@ fn parent_main(o: &Opts) -> Result<()> {
             },
         );
     }
-    print_table(o, &results, &cells);
+    let (text, md) = render_table(o, &results, &cells);
+    print!("{text}");
+    if let Some(path) = &o.markdown {
+        let info = format!(
+            "Run: {} UTC, {took:.0} s, {failures} failed; load average (1/5/15 min) at start \
+             {load_start}, at end {load_end}; {} CPUs.\n\n",
+            utc_now(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+        std::fs::write(path, format!("{info}{md}")).with_context(|| format!("writing {path}"))?;
+    }
     if failures > 0 {
         bail!("{failures} measurement(s) failed");
     }
     Ok(())
 }
 
-fn print_table(
+/// `/proc/loadavg`'s three load averages ("?" where unavailable).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Current time as `YYYY-MM-DD HH:MM` (UTC), without a date crate.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (H. Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// The final table, as aligned text (stdout) and as markdown (`--markdown`).
+fn render_table(
     o: &Opts,
     results: &BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>>,
     cells: &BTreeMap<(Scenario, usize, ClientKind), Cell>,
-) {
+) -> (String, String) {
+    use std::fmt::Write as _;
     let ours_present = o.clients.iter().any(|c| c.is_ours());
-    println!();
-    println!(
+    let mut text = String::new();
+    let mut md = String::new();
+    let title = format!(
         "median of {} rep(s); N = {} (< 64 KiB), {} (>= 64 KiB); tokio multi-thread runtime, 2 workers",
         o.reps, o.count_small, o.count_large
     );
+    let _ = writeln!(text, "\n{title}");
+    let _ = writeln!(md, "{title}\n");
     let mut header = format!(
-        "{:<17} {:>8} {:<10} {:>12} {:>12} {:>13} {:>10}",
+        "{:<17} {:>8} {:<14} {:>12} {:>12} {:>13} {:>10}",
         "scenario", "size", "client", "msgs/s", "CPU us/msg", "peak RSS MiB", "timed MiB"
     );
+    md.push_str("| scenario | size | client | msgs/s | CPU µs/msg | peak RSS MiB | timed MiB |");
     if ours_present {
         header.push_str(&format!(
             " {:>10} {:>9} {:>9}",
             "thr/best", "cpu/best", "rss/best"
         ));
+        md.push_str(" thr/best | cpu/best | rss/best |");
     }
-    println!("{header}");
-    println!("{}", "-".repeat(header.len()));
+    let _ = writeln!(text, "{header}");
+    let _ = writeln!(text, "{}", "-".repeat(header.len()));
+    md.push_str("\n| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+    if ours_present {
+        md.push_str(" ---: | ---: | ---: |");
+    }
+    md.push('\n');
     for &scenario in &o.scenarios {
         for &size in &o.sizes {
             // Best of the reference (non-ours) clients, per metric.
@@ -515,54 +570,72 @@ fn print_table(
                 let key = (scenario, size, client);
                 let runs = results.get(&key).map_or(0, Vec::len);
                 let mut line = format!(
-                    "{:<17} {:>8} {:<10}",
+                    "{:<17} {:>8} {:<14}",
                     scenario.name(),
                     fmt_size(size),
                     client.name()
                 );
+                let name = if client.is_ours() {
+                    format!("**{}**", client.name())
+                } else {
+                    client.name().to_string()
+                };
+                let mut mdline = format!("| {} | {} | {name} |", scenario.name(), fmt_size(size));
                 match cells.get(&key) {
                     Some(c) => {
+                        let timed = c
+                            .timed_rss_mib
+                            .map_or_else(|| "-".into(), |m| format!("{m:.1}"));
                         line.push_str(&format!(
                             " {:>12.0} {:>12.2} {:>13.1} {:>10}",
-                            c.msgs_per_sec,
-                            c.cpu_us,
-                            c.rss_mib,
-                            c.timed_rss_mib
-                                .map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+                            c.msgs_per_sec, c.cpu_us, c.rss_mib, timed
+                        ));
+                        mdline.push_str(&format!(
+                            " {:.0} | {:.2} | {:.1} | {timed} |",
+                            c.msgs_per_sec, c.cpu_us, c.rss_mib
                         ));
                         if ours_present && client.is_ours() && !refs.is_empty() {
-                            line.push_str(&format!(
-                                " {:>9.2}x {:>8.2}x {:>8.2}x",
+                            let (t, u, r) = (
                                 c.msgs_per_sec / best_thr,
                                 c.cpu_us / best_cpu,
-                                c.rss_mib / best_rss
-                            ));
+                                c.rss_mib / best_rss,
+                            );
+                            line.push_str(&format!(" {t:>9.2}x {u:>8.2}x {r:>8.2}x"));
+                            mdline.push_str(&format!(" {t:.2}x | {u:.2}x | {r:.2}x |"));
+                        } else if ours_present {
+                            mdline.push_str(" | | |");
                         }
                         if c.ok < o.reps as usize {
                             line.push_str(&format!("  ({}/{} runs ok)", c.ok, o.reps));
+                            mdline.push_str(&format!(" ({}/{} runs ok)", c.ok, o.reps));
                         }
                     }
-                    None => line.push_str(&format!(
-                        " {:>12} {:>12} {:>13} {:>10}  (0/{} runs ok)",
-                        "FAILED",
-                        "-",
-                        "-",
-                        "-",
-                        o.reps.max(runs as u32)
-                    )),
+                    None => {
+                        let n = o.reps.max(runs as u32);
+                        line.push_str(&format!(
+                            " {:>12} {:>12} {:>13} {:>10}  (0/{n} runs ok)",
+                            "FAILED", "-", "-", "-",
+                        ));
+                        mdline.push_str(&format!(" FAILED (0/{n} runs ok) | - | - | - |"));
+                        if ours_present {
+                            mdline.push_str(" | | |");
+                        }
+                    }
                 }
-                println!("{line}");
+                let _ = writeln!(text, "{line}");
+                let _ = writeln!(md, "{mdline}");
             }
         }
     }
-    println!(
-        "\npeak RSS = whole child process (ru_maxrss, incl. connect/prefill); \
-         timed = peak RSS within the timed section only"
-    );
+    let foot = "peak RSS = whole child process (ru_maxrss, incl. connect/prefill); \
+                timed = peak RSS within the timed section only";
+    let _ = writeln!(text, "\n{foot}");
+    let _ = writeln!(md, "\n{foot}");
     if ours_present {
-        println!(
-            "ratios: ours / best of the reference clients per metric \
-             (thr > 1 is better; cpu, rss < 1 are better)"
-        );
+        let ratios = "ratios: ours / best of the reference clients (lapin, amqprs) per metric \
+                      (thr > 1 is better; cpu, rss < 1 are better)";
+        let _ = writeln!(text, "{ratios}");
+        let _ = writeln!(md, "{ratios}");
     }
+    (text, md)
 }

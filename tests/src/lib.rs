@@ -4,5 +4,8 @@
 //! The kit is public so that users can test their own code against broker behaviour,
 //! including misbehaviour, without a socket or a sleep.
 
+#![recursion_limit = "4096"] // `strip_await!` over the longest scenario needs about 2048.
+
+pub mod conformance;
 pub mod node;
 pub mod peer;

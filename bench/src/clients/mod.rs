@@ -1,21 +1,26 @@
 //! The client adapters and the enum the driver uses to pick one.
 //!
 //! ------------------------------------------------------------------------
-//! HOW TO ADD OUR CLIENT (`amqp-tokio`) — it plugs in here:
-//!   1. `bench/Cargo.toml`: `amqp-tokio = { path = "../amqp-tokio" }`.
-//!   2. New module `src/clients/amqp_tokio_client.rs` with
-//!      `pub struct AmqpTokio;` and `impl Client for AmqpTokio { ... }`
-//!      following the rules documented on `harness::Client`.
-//!   3. Below: `mod amqp_tokio_client;`, a variant `ClientKind::AmqpTokio`,
-//!      add it to `ALL`, give it a `name()` ("amqp-tokio"), make `is_ours()`
-//!      return true for it, and add its arms in `run()` and `delete_queue()`.
+//! HOW TO ADD A CLIENT — it plugs in here:
+//!   1. `bench/Cargo.toml`: the dependency.
+//!   2. A module `src/clients/<name>_client.rs` with a unit struct and
+//!      `impl Client for It { ... }` following the rules documented on
+//!      `harness::Client`.
+//!   3. Below: the `mod`, a `ClientKind` variant, add it to `ALL`, give it a
+//!      `name()`, decide `is_ours()`, and add its arms in `run()` and
+//!      `delete_queue()`.
 //!
-//! The driver then interleaves it with the others and, because `is_ours()`
-//! is true, prints ratio columns against the better of lapin/amqprs.
+//! Ours: `amqp-tokio` and `amqp-async-std` (`ours_async.rs`, one shared
+//! implementation: both re-export the same amqp-client API), and
+//! `amqp-blocking` (`ours_blocking.rs`). Because `is_ours()` is true for
+//! them, the driver prints ratio columns against the better of the reference
+//! clients (lapin, amqprs).
 //! ------------------------------------------------------------------------
 
 mod amqprs_client;
 mod lapin_client;
+mod ours_async;
+mod ours_blocking;
 
 use anyhow::{Result, bail};
 
@@ -23,21 +28,34 @@ use crate::harness::{Client, Params, Scenario, Timer, run_scenario};
 
 pub use amqprs_client::Amqprs;
 pub use lapin_client::Lapin;
+pub use ours_async::{AmqpAsyncStd, AmqpTokio};
+pub use ours_blocking::AmqpBlocking;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ClientKind {
     Lapin,
     Amqprs,
-    // AmqpTokio,  <- our client goes here (see module docs).
+    AmqpTokio,
+    AmqpAsyncStd,
+    AmqpBlocking,
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 2] = [ClientKind::Lapin, ClientKind::Amqprs];
+    pub const ALL: [ClientKind; 5] = [
+        ClientKind::Lapin,
+        ClientKind::Amqprs,
+        ClientKind::AmqpTokio,
+        ClientKind::AmqpAsyncStd,
+        ClientKind::AmqpBlocking,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ClientKind::Lapin => "lapin",
             ClientKind::Amqprs => "amqprs",
+            ClientKind::AmqpTokio => "amqp-tokio",
+            ClientKind::AmqpAsyncStd => "amqp-async-std",
+            ClientKind::AmqpBlocking => "amqp-blocking",
         }
     }
 
@@ -56,6 +74,7 @@ impl ClientKind {
     pub fn is_ours(self) -> bool {
         match self {
             ClientKind::Lapin | ClientKind::Amqprs => false,
+            ClientKind::AmqpTokio | ClientKind::AmqpAsyncStd | ClientKind::AmqpBlocking => true,
         }
     }
 
@@ -64,6 +83,9 @@ impl ClientKind {
         match self {
             ClientKind::Lapin => run_scenario::<Lapin>(scenario, p).await,
             ClientKind::Amqprs => run_scenario::<Amqprs>(scenario, p).await,
+            ClientKind::AmqpTokio => run_scenario::<AmqpTokio>(scenario, p).await,
+            ClientKind::AmqpAsyncStd => run_scenario::<AmqpAsyncStd>(scenario, p).await,
+            ClientKind::AmqpBlocking => run_scenario::<AmqpBlocking>(scenario, p).await,
         }
     }
 
@@ -72,6 +94,9 @@ impl ClientKind {
         match self {
             ClientKind::Lapin => Lapin::delete_queue(p).await,
             ClientKind::Amqprs => Amqprs::delete_queue(p).await,
+            ClientKind::AmqpTokio => AmqpTokio::delete_queue(p).await,
+            ClientKind::AmqpAsyncStd => AmqpAsyncStd::delete_queue(p).await,
+            ClientKind::AmqpBlocking => AmqpBlocking::delete_queue(p).await,
         }
     }
 }
