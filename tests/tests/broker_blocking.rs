@@ -1,0 +1,7 @@
+//! The real-broker conformance suite ([`amqp_conformance::conformance`]) through
+//! `amqp-blocking`: the same scenario text as the async adapters, expanded without
+//! `async`/`.await` (see `amqp_conformance::conformance::blocking`), one test per scenario,
+//! against `$AMQP_URI` (default: the shared broker on 127.0.0.1:5672). Fails, never skips,
+//! without a broker.
+
+amqp_conformance::blocking_broker_tests!();

@@ -1,0 +1,42 @@
+//! The real-broker conformance suite ([`amqp_conformance::conformance`]) through
+//! `amqp-tokio`: one test per scenario, each on a tokio runtime of its own, against
+//! `$AMQP_URI` (default: the shared broker on 127.0.0.1:5672). Fails, never skips, without a
+//! broker.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use amqp_conformance::conformance::asynchronous::{BoxFuture, Runtime};
+use amqp_tokio::{ConnectError, ConnectOptions, Connection};
+
+/// amqp-tokio on a two-worker tokio runtime per test.
+struct Tokio;
+
+impl Runtime for Tokio {
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime")
+            .block_on(future);
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        drop(tokio::spawn(future));
+    }
+
+    fn connect(
+        &self,
+        options: ConnectOptions,
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
+        Box::pin(amqp_tokio::connect_with(options))
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+amqp_conformance::async_broker_tests!(Tokio);
