@@ -1,0 +1,312 @@
+//! Arbitrary bytes from the "broker" into a client connection that has finished its handshake.
+//!
+//! The handshake is completed in memory with frames built by the codec; then channel 1 is put in
+//! confirm mode with consumer `c1` and unconfirmed publishes, channel 2 has a `basic.qos` waiting
+//! for its answer, and an update-secret is pending. After that the fuzz bytes are fed in pieces,
+//! with time moving on between pieces, the client acking deliveries and publishing as it goes,
+//! and finally the stream ends.
+//!
+//! Input layout: `[selector, piece, tick, bytes...]`. The selector picks frame_max, heartbeat,
+//! max_body_size and the input API; `piece` sizes the reads; `tick` is how far (in 10 ms
+//! steps) time moves between reads.
+//!
+//! Checks: no panic; per read, the output queued and the events emitted stay within a bound
+//! proportional to the bytes read, and nothing at all after `Closed`; the read buffer never
+//! holds a whole frame's worth; `poll_timeout` is always in the future; and the
+//! bookkeeping holds: every request completes exactly once, every confirm-mode publish gets
+//! exactly one outcome, every consumer ends exactly once, `Closed` comes once and last.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use amqp_proto::{
+    BasicConsumeOk, BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId,
+    ChannelOpenOk, ConfirmSelectOk, Connection, ConnectionConfig, ConnectionOpenOk,
+    ConnectionStart, ConnectionTune, Event, FieldTable, Frame, LongString, Method, Reply,
+    RequestId,
+};
+use bytes::{Bytes, BytesMut};
+use libfuzzer_sys::fuzz_target;
+
+/// What the client promised and must keep.
+#[derive(Default)]
+struct Books {
+    /// Requests issued and not completed, with their channel (0 for the connection).
+    pending: BTreeMap<RequestId, u16>,
+    /// Publishes in confirm mode without an outcome yet.
+    unconfirmed: BTreeSet<(u16, u64)>,
+    /// Consumers running.
+    consumers: BTreeSet<(u16, Vec<u8>)>,
+    closed: bool,
+}
+
+impl Books {
+    fn issued(&mut self, id: Result<RequestId, amqp_proto::Error>, channel: u16) {
+        if let Ok(id) = id {
+            assert!(
+                self.pending.insert(id, channel).is_none(),
+                "request id {id:?} reused"
+            );
+        }
+    }
+
+    fn check(&mut self, event: &Event) {
+        assert!(!self.closed, "event after Closed: {event:?}");
+        match event {
+            Event::Completed { id, result } => {
+                let channel = self
+                    .pending
+                    .remove(id)
+                    .unwrap_or_else(|| panic!("completion of unknown or finished request {id:?}"));
+                if let Ok(Reply::Consuming { consumer_tag }) = result {
+                    let fresh = self
+                        .consumers
+                        .insert((channel, consumer_tag.as_bytes().to_vec()));
+                    assert!(fresh, "consumer {consumer_tag:?} started twice");
+                }
+            }
+            Event::Confirmed { channel, tag, .. } => {
+                assert!(
+                    self.unconfirmed.remove(&(channel.0, tag.0)),
+                    "outcome for a publish that has none pending: {event:?}"
+                );
+            }
+            Event::ConsumerEnded {
+                channel,
+                consumer_tag,
+                ..
+            } => {
+                assert!(
+                    self.consumers
+                        .remove(&(channel.0, consumer_tag.as_bytes().to_vec())),
+                    "end of a consumer that was not running: {event:?}"
+                );
+            }
+            Event::Closed(_) => self.closed = true,
+            _ => {}
+        }
+    }
+}
+
+struct Harness {
+    conn: Connection,
+    now: Instant,
+    books: Books,
+    use_read_buf: bool,
+    frame_max: u32,
+}
+
+impl Harness {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.use_read_buf {
+            self.conn.read_buf().extend_from_slice(bytes);
+            self.conn.process_input(self.now);
+        } else {
+            self.conn.handle_input(bytes, self.now);
+        }
+    }
+
+    fn feed_frames(&mut self, frames: &[Frame]) {
+        let mut wire = BytesMut::new();
+        for f in frames {
+            f.encode(&mut wire).expect("setup frame encodes");
+        }
+        self.feed(&wire);
+    }
+
+    /// Takes events (acking deliveries) and output; checks the bounds for a step that read
+    /// `read` bytes.
+    fn settle(&mut self, read: usize) {
+        let outstanding =
+            self.books.unconfirmed.len() + self.books.pending.len() + self.books.consumers.len();
+        let queued = self.conn.transmit_len();
+        assert!(
+            !self.books.closed || queued == 0,
+            "{queued} bytes queued after Closed"
+        );
+        assert!(
+            queued <= 16_384 + 64 * read,
+            "{queued} bytes queued after reading {read}"
+        );
+        let mut events = 0;
+        while let Some(event) = self.conn.poll_event() {
+            events += 1;
+            self.books.check(&event);
+            if let Event::Delivery(d) = &event {
+                let _ = self.conn.basic_ack(d.channel, d.delivery_tag, false);
+            }
+        }
+        assert!(
+            events <= 64 + read + outstanding,
+            "{events} events after reading {read} bytes with {outstanding} things outstanding"
+        );
+        while self.conn.pop_transmit().is_some() {}
+        assert_eq!(self.conn.transmit_len(), 0);
+        if !self.conn.is_closed() && self.frame_max != 0 {
+            let held = self.conn.read_buf().len();
+            assert!(
+                held < self.frame_max as usize,
+                "read buffer holds {held} bytes"
+            );
+        }
+    }
+
+    fn publish(&mut self, channel: u16, mandatory: bool, len: usize) {
+        let options = BasicPublishOptions {
+            mandatory,
+            ..Default::default()
+        };
+        let body = Bytes::from(vec![0x5a; len]);
+        if let Ok(Some(tag)) = self.conn.basic_publish(
+            ChannelId(channel),
+            "",
+            "q",
+            options,
+            &BasicProperties::default(),
+            body,
+        ) {
+            assert!(
+                self.books.unconfirmed.insert((channel, tag.0)),
+                "publish tag {tag:?} reused"
+            );
+        }
+    }
+}
+
+fn setup(selector: u8) -> Harness {
+    let frame_max = if selector & 1 == 0 { 4096 } else { 131_072 };
+    let heartbeat = [0u16, 1, 60, 5][usize::from((selector >> 1) & 3)];
+    let config = ConnectionConfig {
+        frame_max,
+        heartbeat,
+        max_body_size: if selector & 8 == 0 { 1 << 20 } else { 100 },
+        high_water_mark: 1 << 16,
+        ..Default::default()
+    };
+    let now = Instant::now();
+    let mut h = Harness {
+        conn: Connection::new(config, now),
+        now,
+        books: Books::default(),
+        use_read_buf: selector & 16 != 0,
+        frame_max,
+    };
+    h.settle(0);
+    let start = ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: FieldTable::new().with("product", "fuzz"),
+        mechanisms: LongString::from("PLAIN"),
+        locales: LongString::from("en_US"),
+    };
+    h.feed_frames(&[
+        Frame::Method(0, start.into()),
+        Frame::Method(
+            0,
+            ConnectionTune {
+                channel_max: 16,
+                frame_max,
+                heartbeat: 60,
+            }
+            .into(),
+        ),
+        Frame::Method(0, ConnectionOpenOk::default().into()),
+    ]);
+    assert!(matches!(h.conn.poll_event(), Some(Event::Connected { .. })));
+    let (one, id) = h.conn.open_channel().expect("open channel 1");
+    h.books.issued(Ok(id), one.0);
+    let (two, id) = h.conn.open_channel().expect("open channel 2");
+    h.books.issued(Ok(id), two.0);
+    h.feed_frames(&[
+        Frame::Method(one.0, ChannelOpenOk::default().into()),
+        Frame::Method(two.0, ChannelOpenOk::default().into()),
+    ]);
+    h.settle(0);
+    let id = h.conn.confirm_select(one, false);
+    h.books.issued(id, one.0);
+    let id = h.conn.basic_consume(
+        one,
+        "q",
+        "c1",
+        BasicConsumeOptions::default(),
+        FieldTable::new(),
+    );
+    h.books.issued(id, one.0);
+    h.feed_frames(&[
+        Frame::Method(one.0, ConfirmSelectOk {}.into()),
+        Frame::Method(
+            one.0,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "c1".try_into().unwrap(),
+            }),
+        ),
+    ]);
+    h.settle(0);
+    assert_eq!(h.books.consumers.len(), 1);
+    h.publish(one.0, false, 10);
+    h.publish(one.0, true, 5000);
+    h.publish(one.0, false, 0);
+    let id = h.conn.basic_qos(two, 10, 0, false);
+    h.books.issued(id, two.0);
+    let id = h.conn.update_secret(b"token", "fuzz");
+    h.books.issued(id, 0);
+    h.settle(0);
+    assert_eq!(h.books.pending.len(), 2);
+    assert_eq!(h.books.unconfirmed.len(), 3);
+    h
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [selector, piece, tick, rest @ ..] = data else {
+        return;
+    };
+    let mut h = setup(*selector);
+    let piece = usize::from(*piece).max(1);
+    let tick = Duration::from_millis(10 * u64::from(*tick));
+    for (i, chunk) in rest.chunks(piece).enumerate() {
+        let was_closed = h.conn.is_closed();
+        h.feed(chunk);
+        h.settle(chunk.len());
+        h.now += tick;
+        h.conn.handle_timeout(h.now);
+        if let Some(deadline) = h.conn.poll_timeout() {
+            // Having just handled `now`, the core asks to be woken strictly later (anything
+            // else would make a caller spin).
+            assert!(
+                deadline > h.now,
+                "poll_timeout {deadline:?} is not after {:?}",
+                h.now
+            );
+        }
+        h.settle(0);
+        if i % 4 == 0 {
+            h.publish(1, i % 8 == 0, i % 300);
+        }
+        if was_closed {
+            // One piece after the end was fed and checked to be ignored; the rest would be too.
+            break;
+        }
+    }
+    // The stream ends: everything must be accounted for.
+    h.conn.handle_eof(h.now);
+    h.settle(0);
+    assert!(h.conn.is_closed());
+    assert!(h.books.closed, "no Closed event");
+    assert!(
+        h.books.pending.is_empty(),
+        "requests never completed: {:?}",
+        h.books.pending
+    );
+    assert!(
+        h.books.unconfirmed.is_empty(),
+        "publishes without outcome: {:?}",
+        h.books.unconfirmed
+    );
+    assert!(
+        h.books.consumers.is_empty(),
+        "consumers never ended: {:?}",
+        h.books.consumers
+    );
+    assert_eq!(h.conn.poll_timeout(), None);
+});
