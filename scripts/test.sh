@@ -93,8 +93,12 @@ fuzz_build() {
 
 fuzz_run() {
     local target=$1
-    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
-        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048)
+    # corpus/ (gitignored) takes what the run finds; seeds/ (committed) is read as well.
+    local seeds=()
+    [[ -d fuzz/seeds/$target ]] && seeds=("seeds/$target")
+    mkdir -p "fuzz/corpus/$target"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+        -dict=amqp.dict -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048)
 }
 
 print_test_counts() {
