@@ -374,7 +374,8 @@ fn parent_main(o: &Opts) -> Result<()> {
         total, o.reps, o.count_small, o.count_large, o.broker.host, o.broker.port
     );
     let load_start = loadavg();
-    eprintln!("bench: load average at start: {load_start}");
+    let utc_start = utc_now();
+    eprintln!("bench: started {utc_start} UTC, load average at start: {load_start}");
     let started = Instant::now();
     let mut results: BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>> = BTreeMap::new();
     let mut failures = 0usize;
@@ -479,9 +480,8 @@ fn parent_main(o: &Opts) -> Result<()> {
     print!("{text}");
     if let Some(path) = &o.markdown {
         let info = format!(
-            "Run: {} UTC, {took:.0} s, {failures} failed; load average (1/5/15 min) at start \
-             {load_start}, at end {load_end}; {} CPUs.\n\n",
-            utc_now(),
+            "Run: started {utc_start} UTC, took {took:.0} s, {failures} failed; load average \
+             (1/5/15 min) at start {load_start}, at end {load_end}; {} CPUs.\n\n",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
         std::fs::write(path, format!("{info}{md}")).with_context(|| format!("writing {path}"))?;

@@ -26,7 +26,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What the scenarios need from an async runtime. Implementations are a handful of lines;
 /// for tokio:
 ///
-/// ```ignore
+/// ```text
 /// struct Tokio;
 /// impl Runtime for Tokio {
 ///     fn block_on(&self, f: Pin<Box<dyn Future<Output = ()> + '_>>) {

@@ -47,7 +47,7 @@
 //! all of them. A test file implements [`asynchronous::Runtime`] (`block_on`, `spawn`,
 //! `connect`, `sleep`: about 20 lines) and invokes the macro:
 //!
-//! ```ignore
+//! ```text
 //! struct AsyncStd;
 //! impl amqp_conformance::conformance::asynchronous::Runtime for AsyncStd { /* … */ }
 //! amqp_conformance::async_broker_tests!(AsyncStd);
@@ -144,7 +144,7 @@ pub mod blocking;
 /// Generates one `#[test]` per scenario, running it through an async adapter: pass a value
 /// implementing [`conformance::asynchronous::Runtime`](crate::conformance::asynchronous::Runtime).
 ///
-/// ```ignore
+/// ```text
 /// amqp_conformance::async_broker_tests!(Tokio);
 /// ```
 #[macro_export]
@@ -156,7 +156,7 @@ macro_rules! async_broker_tests {
 
 /// Generates one `#[test]` per scenario, running it through `amqp-blocking`.
 ///
-/// ```ignore
+/// ```text
 /// amqp_conformance::blocking_broker_tests!();
 /// ```
 #[macro_export]
