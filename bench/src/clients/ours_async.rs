@@ -1,0 +1,279 @@
+//! Our client, async: `amqp-tokio` and `amqp-async-std`.
+//!
+//! Both adapters re-export the same runtime-agnostic API of `amqp-client`
+//! (`Connection`, `Channel`, `Consumer`, `PublishConfirm` are literally the
+//! same types); they differ only in how they connect and where the
+//! connection's driver runs:
+//! * `amqp-tokio`: TCP via tokio, the driver is a `tokio::spawn`ed task on the
+//!   harness' 2-worker runtime (like amqprs' reader/writer tasks).
+//! * `amqp-async-std`: TCP via async-io, the driver runs on its own `amqp-io`
+//!   thread (`async_io::block_on`), like lapin's I/O thread. The scenario
+//!   itself still runs on the harness' tokio runtime: the handles are
+//!   runtime-agnostic futures.
+//!
+//! So the scenario code is shared; `Dial` picks the adapter.
+//!
+//! Idiomatic use, as in `amqp-tokio/examples/demo.rs`:
+//! * the body is a `bytes::Bytes` made once; each publish clones it (a
+//!   reference-count increment, no copy) — the API takes `impl Into<Bytes>`;
+//! * publishing without confirms awaits `basic_publish` (returns once the
+//!   message is queued for the driver; the client itself applies backpressure
+//!   above its high-water mark) and drops the `PublishConfirm`, which resolves
+//!   to `NotRequested` anyway;
+//! * confirms: a FIFO (`VecDeque`) of at most `window` `PublishConfirm`
+//!   futures, the oldest awaited when the window is full;
+//! * consuming: the `Consumer` stream, `delivery.ack()` (synchronous: queues
+//!   the ack for the driver, never waits).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use amqp_tokio::{
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
+    ConfirmSelectOptions, Confirmation, Connection, FieldTable, PublishConfirm,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::harness::{Client, Params, QUEUE_EXPIRES_MS, Timer};
+
+/// How an adapter connects.
+pub trait Dial: Send + Sync + 'static {
+    fn connect(uri: String) -> impl Future<Output = Result<Connection>> + Send;
+}
+
+pub struct TokioDial;
+impl Dial for TokioDial {
+    async fn connect(uri: String) -> Result<Connection> {
+        amqp_tokio::connect(&uri).await.context("amqp-tokio connect")
+    }
+}
+
+pub struct AsyncStdDial;
+impl Dial for AsyncStdDial {
+    async fn connect(uri: String) -> Result<Connection> {
+        // The same `Connection` type: amqp-async-std re-exports amqp-client too.
+        amqp_async_std::connect(&uri)
+            .await
+            .context("amqp-async-std connect")
+    }
+}
+
+pub struct Ours<D>(PhantomData<D>);
+pub type AmqpTokio = Ours<TokioDial>;
+pub type AmqpAsyncStd = Ours<AsyncStdDial>;
+
+async fn connect<D: Dial>(p: &Params) -> Result<Connection> {
+    D::connect(p.broker.uri()).await
+}
+
+async fn close(conn: Connection) -> Result<()> {
+    conn.close().await.context("close")
+}
+
+fn queue_args() -> FieldTable {
+    FieldTable::new().with("x-expires", QUEUE_EXPIRES_MS)
+}
+
+async fn declare(ch: &Channel, p: &Params) -> Result<()> {
+    ch.queue_declare(&p.queue, QueueDeclareOptions::default(), queue_args())
+        .await
+        .context("queue.declare")?;
+    Ok(())
+}
+
+async fn message_count(ch: &Channel, p: &Params) -> Result<u64> {
+    let q = ch
+        .queue_declare(
+            &p.queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::new(),
+        )
+        .await
+        .context("queue.declare passive")?;
+    Ok(q.message_count as u64)
+}
+
+/// queue.declare(passive) until the queue holds `n` messages.
+async fn wait_for_count(ch: &Channel, p: &Params, n: u64) -> Result<()> {
+    loop {
+        let c = message_count(ch, p).await?;
+        if c >= n {
+            ensure!(c == n, "queue has {c} messages, expected {n}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn publish_one(
+    ch: &Channel,
+    p: &Params,
+    props: &BasicProperties,
+    body: &Bytes,
+) -> Result<PublishConfirm> {
+    ch.basic_publish(
+        "",
+        &p.queue,
+        BasicPublishOptions::default(),
+        props,
+        body.clone(),
+    )
+    .await
+    .context("basic.publish")
+}
+
+/// N plain publishes; each `basic_publish` returns once the message is queued
+/// for the driver. The (not requested) confirm is dropped.
+async fn publish_n(ch: &Channel, p: &Params) -> Result<()> {
+    let body = Bytes::from(p.payload.clone());
+    let props = BasicProperties::default();
+    for _ in 0..p.count {
+        drop(publish_one(ch, p, &props, &body).await?);
+    }
+    Ok(())
+}
+
+async fn settle(c: PublishConfirm) -> Result<()> {
+    match c.await {
+        Confirmation::Ack(_) => Ok(()),
+        other => bail!("message not acked by broker: {other:?}"),
+    }
+}
+
+/// Receive `count` deliveries and ack each one.
+async fn consume_n(consumer: &mut amqp_tokio::Consumer, count: u64, size: usize) -> Result<()> {
+    let mut got = 0u64;
+    while got < count {
+        let d = consumer
+            .next()
+            .await
+            .context("consumer stream ended early")?
+            .context("delivery")?;
+        debug_assert_eq!(d.body.len(), size);
+        d.ack().context("basic.ack")?;
+        got += 1;
+    }
+    Ok(())
+}
+
+impl<D: Dial> Client for Ours<D> {
+    async fn publish(p: &Params, t: &mut Timer) -> Result<()> {
+        let conn = connect::<D>(p).await?;
+        let ch = conn.open_channel().await?;
+        declare(&ch, p).await?;
+
+        t.start();
+        publish_n(&ch, p).await?;
+        wait_for_count(&ch, p, p.count).await?;
+        t.stop();
+
+        close(conn).await
+    }
+
+    async fn publish_confirms(p: &Params, t: &mut Timer) -> Result<()> {
+        let conn = connect::<D>(p).await?;
+        let ch = conn.open_channel().await?;
+        declare(&ch, p).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let body = Bytes::from(p.payload.clone());
+        let props = BasicProperties::default();
+        let window = p.confirm_window as usize;
+        let mut pending: VecDeque<PublishConfirm> = VecDeque::with_capacity(window);
+
+        t.start();
+        for _ in 0..p.count {
+            if pending.len() >= window {
+                settle(pending.pop_front().unwrap()).await?;
+            }
+            pending.push_back(publish_one(&ch, p, &props, &body).await?);
+        }
+        while let Some(c) = pending.pop_front() {
+            settle(c).await?;
+        }
+        t.stop();
+
+        close(conn).await
+    }
+
+    async fn consume(p: &Params, t: &mut Timer) -> Result<()> {
+        let conn = connect::<D>(p).await?;
+        let ch = conn.open_channel().await?;
+        declare(&ch, p).await?;
+        // Prefill (untimed).
+        publish_n(&ch, p).await?;
+        wait_for_count(&ch, p, p.count).await?;
+        ch.basic_qos(p.prefetch, BasicQosOptions::default()).await?;
+
+        t.start();
+        let mut consumer = ch
+            .basic_consume(
+                &p.queue,
+                "bench-consumer",
+                BasicConsumeOptions::default(), // no_ack = false: manual ack
+                FieldTable::new(),
+            )
+            .await
+            .context("basic.consume")?;
+        consume_n(&mut consumer, p.count, p.payload.len()).await?;
+        // Round-trip after the last ack: the broker has processed all acks.
+        let left = message_count(&ch, p).await?;
+        t.stop();
+        ensure!(left == 0, "{left} messages left in queue after consume");
+
+        drop(consumer);
+        close(conn).await
+    }
+
+    async fn e2e(p: &Params, t: &mut Timer) -> Result<()> {
+        let pub_conn = connect::<D>(p).await?;
+        let cons_conn = connect::<D>(p).await?;
+        let pub_ch = pub_conn.open_channel().await?;
+        let cons_ch = cons_conn.open_channel().await?;
+        declare(&pub_ch, p).await?;
+        cons_ch
+            .basic_qos(p.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = cons_ch
+            .basic_consume(
+                &p.queue,
+                "bench-consumer",
+                BasicConsumeOptions::default(),
+                FieldTable::new(),
+            )
+            .await
+            .context("basic.consume")?;
+
+        let count = p.count;
+        let size = p.payload.len();
+        let consumer_task = tokio::spawn(async move {
+            consume_n(&mut consumer, count, size).await?;
+            anyhow::Ok(consumer)
+        });
+
+        t.start();
+        publish_n(&pub_ch, p).await?;
+        let consumer = consumer_task.await.context("consumer task panicked")??;
+        t.stop();
+
+        drop(consumer);
+        close(pub_conn).await?;
+        close(cons_conn).await
+    }
+
+    async fn delete_queue(p: &Params) -> Result<()> {
+        let conn = connect::<D>(p).await?;
+        let ch = conn.open_channel().await?;
+        ch.queue_delete(&p.queue, QueueDeleteOptions::default())
+            .await
+            .context("queue.delete")?;
+        close(conn).await
+    }
+}
