@@ -5,8 +5,16 @@
 //! async; adapters (`amqp-tokio`, `amqp-async-std`, `amqp-blocking`) or your own event loop
 //! move bytes between it and a transport.
 //!
-//! This layer is the wire codec: [`Frame`]s, every [`Method`] of the protocol (generated from
-//! one table, see [`spec`]), [`BasicProperties`], and field tables ([`FieldTable`]).
+//! Two layers:
+//! - the client [`Connection`] state machine ([`connection`]): feed it received bytes, write
+//!   out what it queues, take [`Event`]s, and tell it the time; commands return a
+//!   [`RequestId`] whose completion comes back as [`Event::Completed`]
+//!   (`examples/event_loop.rs` drives it from a hand-written mio loop);
+//! - the wire codec under it: [`Frame`]s, every [`Method`] of the protocol (generated from
+//!   one table, see [`spec`]), [`BasicProperties`], field tables ([`FieldTable`]), and the
+//!   [`uri`] parser and [`sasl`] mechanisms.
+//!
+//! The codec on its own:
 //!
 //! ```
 //! use amqp_proto::{Frame, FrameDecoder, Method, QueueDeclare, ShortString};
