@@ -39,7 +39,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::Ipv6Addr;
+use core::net::Ipv6Addr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -1709,7 +1709,7 @@ mod tests {
     fn arb_host() -> impl Strategy<Value = String> {
         prop_oneof![
             arb_text(20).prop_filter("empty host means localhost", |h| !h.is_empty()),
-            any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+            any::<core::net::Ipv6Addr>().prop_map(|a| a.to_string()),
             Just("::1".to_owned()),
         ]
     }
