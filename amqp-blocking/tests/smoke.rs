@@ -1,15 +1,17 @@
-//! Smoke tests against the RabbitMQ broker at 127.0.0.1:5672 (guest/guest), or `$AMQP_URI`.
-//! They fail, not skip, when no broker answers.
+//! What is particular to amqp-blocking, against the RabbitMQ broker at 127.0.0.1:5672
+//! (guest/guest), or `$AMQP_URI`: `Send + Sync` handles used from several threads, waits with
+//! timeouts and iterators, heartbeats kept by the driver while the user's thread sleeps. The
+//! protocol through this adapter (`amqps://` included) is the conformance suite,
+//! `tests/tests/broker_blocking.rs`. They fail, not skip, when no broker answers.
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use amqp_blocking::{
-    BasicConsumeOptions, BasicGetOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
-    Channel, ConfirmSelectOptions, Confirmation, ConnectError, ConnectOptions, Connection,
-    ConnectionEvent, Consumer, ConsumerEnd, Error, ErrorKind, Events, FieldTable, PublishConfirm,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
+    ConfirmSelectOptions, Confirmation, Connection, ConnectionEvent, Consumer, ConsumerEnd,
+    ErrorKind, Events, FieldTable, PublishConfirm, QueueDeclareOptions,
 };
 
 fn uri() -> String {
@@ -77,83 +79,30 @@ fn handles_are_send_and_sync() {
     check::<Events>();
 }
 
+/// The blocking API's own waits: `PublishConfirm::wait_timeout` (the answer stays),
+/// `Consumer::recv_timeout`, and the consumer as an iterator that ends on cancel.
 #[test]
-fn declare_publish_confirm_get_consume_ack_close() {
+fn timeouts_and_iterators() {
     within(|| {
         let conn = connect();
-        assert!(conn.is_open());
-        assert!(conn.server_properties().get("product").is_some());
         let ch = conn.open_channel().unwrap();
         let q = declare(&ch);
         ch.confirm_select(ConfirmSelectOptions::default()).unwrap();
-
-        let first = publish(&ch, &q, "msg 0");
-        assert!(first.is_requested());
-        assert_eq!(first.delivery_tag().unwrap().0, 1);
-        assert!(first.wait().is_ack());
-        let mut second = publish(&ch, &q, "msg 1");
-        let outcome = second.wait_timeout(Duration::from_secs(10));
+        let mut confirm = publish(&ch, &q, "first");
+        let outcome = confirm.wait_timeout(Duration::from_secs(10));
         assert!(
             outcome.as_ref().is_some_and(Confirmation::is_ack),
             "{outcome:?}"
         );
-        // The answer stays there.
-        assert_eq!(second.wait_timeout(Duration::ZERO), outcome);
-        assert!(second.wait().is_ack());
-        for i in 2..4 {
-            drop(publish(&ch, &q, format!("msg {i}")));
-        }
-        assert!(ch.wait_for_confirms().unwrap());
+        assert_eq!(confirm.wait_timeout(Duration::ZERO), outcome);
+        assert!(confirm.wait().is_ack());
 
-        let got = ch
-            .basic_get(&q, BasicGetOptions::default())
-            .unwrap()
-            .expect("a message is ready");
-        assert_eq!(&got.body[..], b"msg 0");
-        assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(got.message_count(), Some(3));
-        got.ack().unwrap();
-
-        let consumer = ch
-            .basic_consume(
-                &q,
-                "blocking",
-                BasicConsumeOptions::default(),
-                FieldTable::new(),
-            )
-            .unwrap();
-        assert_eq!(consumer.tag().as_str(), "blocking");
-        let mut seen = 1;
-        for delivery in consumer {
-            let delivery = delivery.unwrap();
-            assert_eq!(delivery.body, format!("msg {seen}").as_bytes());
-            delivery.ack().unwrap();
-            seen += 1;
-            if seen == 4 {
-                break;
-            }
-        }
-
-        assert_eq!(
-            ch.queue_delete(&q, QueueDeleteOptions::default()).unwrap(),
-            0
-        );
-        ch.close().unwrap();
-        assert!(!ch.is_open());
-        conn.close().unwrap();
-        assert!(!conn.is_open());
-    });
-}
-
-#[test]
-fn consumer_recv_timeout_and_cancel() {
-    within(|| {
-        let conn = connect();
-        let ch = conn.open_channel().unwrap();
-        let q = declare(&ch);
         let mut consumer = ch
             .basic_consume(&q, "", BasicConsumeOptions::default(), FieldTable::new())
             .unwrap();
+        let first = consumer.next().expect("a delivery").unwrap();
+        assert_eq!(&first.body[..], b"first");
+        first.ack().unwrap();
         let t = Instant::now();
         assert!(
             consumer
@@ -180,80 +129,16 @@ fn consumer_recv_timeout_and_cancel() {
     });
 }
 
+/// Without the `tls` feature `amqps://` is refused up front (with it, the conformance suite
+/// covers `amqps://`).
+#[cfg(not(feature = "tls"))]
 #[test]
-fn returns_and_events() {
-    within(|| {
-        let conn = connect();
-        let mut events = conn.events();
-        let ch = conn.open_channel().unwrap();
-        let mut returns = ch.on_return();
-        ch.basic_publish(
-            "",
-            "amqp-blocking-smoke-no-such-queue",
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &BasicProperties::default(),
-            "back",
-        )
-        .unwrap();
-        let r = returns
-            .recv_timeout(Duration::from_secs(10))
-            .expect("returned");
-        assert_eq!(r.reply_code.0, 312);
-        assert_eq!(&r.body[..], b"back");
-        assert!(events.try_next().is_none());
-        conn.close().unwrap();
-        assert_eq!(events.next(), Some(ConnectionEvent::Closed(None)));
-        assert!(events.next().is_none());
-        assert!(returns.next().is_none());
-    });
-}
-
-#[test]
-fn passive_declare_404_closes_only_the_channel() {
-    within(|| {
-        let conn = connect();
-        let ch = conn.open_channel().unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let err = ch
-            .queue_declare("amqp-blocking-smoke-missing", passive, FieldTable::new())
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-        assert!(matches!(err, Error::ChannelClosed { .. }));
-        assert!(!ch.is_open());
-        assert_eq!(ch.closed(), err);
-
-        assert!(conn.is_open());
-        let ch2 = conn.open_channel().unwrap();
-        declare(&ch2);
-        conn.close().unwrap();
-    });
-}
-
-#[test]
-fn wrong_password_is_an_authentication_error_promptly() {
-    within(|| {
-        let t = Instant::now();
-        let mut options = ConnectOptions::parse(&uri()).unwrap();
-        options.uri.password = Some("definitely-wrong".into());
-        let err = Connection::connect_with(options.uri).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
-        assert!(matches!(err, ConnectError::Amqp(Error::Authentication(_))));
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-
-        // Without the `tls` feature `amqps://` is refused up front; with it (the default; see
-        // tls.rs) it dials, and port 1 has nothing listening.
-        let err = amqp_blocking::connect("amqps://guest:guest@127.0.0.1:1/").unwrap_err();
-        #[cfg(not(feature = "tls"))]
-        assert!(matches!(err, ConnectError::TlsNotSupported), "{err}");
-        #[cfg(feature = "tls")]
-        assert!(matches!(err, ConnectError::Io(_)), "{err}");
-    });
+fn amqps_is_refused_clearly() {
+    let err = amqp_blocking::connect("amqps://guest:guest@127.0.0.1:1/").unwrap_err();
+    assert!(
+        matches!(err, amqp_blocking::ConnectError::TlsNotSupported),
+        "{err}"
+    );
 }
 
 #[test]

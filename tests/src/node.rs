@@ -1171,6 +1171,7 @@ impl Drop for BrokerNode {
 
 static SHARED_TLS: OnceLock<Result<BrokerNode, String>> = OnceLock::new();
 static SHARED_PLAIN: OnceLock<Result<BrokerNode, String>> = OnceLock::new();
+static SHARED_EXPIRED: OnceLock<Result<BrokerNode, String>> = OnceLock::new();
 
 fn shared(
     cell: &'static OnceLock<Result<BrokerNode, String>>,
@@ -1190,6 +1191,18 @@ fn shared(
 /// If the node cannot be started (every caller panics with the same message).
 pub fn shared_tls_node() -> &'static BrokerNode {
     shared(&SHARED_TLS, NodeOptions::tls())
+}
+
+/// Like [`shared_tls_node`], for a TLS node presenting an expired server certificate
+/// ([`ServerCertKind::Expired`]): one per test binary, however many tests (or runtimes) use it.
+///
+/// # Panics
+/// If the node cannot be started.
+pub fn shared_expired_cert_node() -> &'static BrokerNode {
+    shared(
+        &SHARED_EXPIRED,
+        NodeOptions::tls().server_cert(ServerCertKind::Expired),
+    )
 }
 
 /// Like [`shared_tls_node`], for a plain node ([`NodeOptions::plain`]).

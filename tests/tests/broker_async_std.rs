@@ -1,7 +1,8 @@
 //! The real-broker conformance suite ([`amqp_conformance::conformance`]) through
 //! `amqp-async-std`, with the scenarios driven by async-std's executor and, in `smol`, by
 //! smol's: one test per scenario and executor, against `$AMQP_URI` (default: the shared
-//! broker on 127.0.0.1:5672). Fails, never skips, without a broker.
+//! broker on 127.0.0.1:5672), and the TLS scenarios (in `tls`, `smol::tls`) against
+//! dedicated nodes. Fails, never skips, without a broker or node.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +41,14 @@ impl Runtime for AsyncStd {
 
 amqp_conformance::async_broker_tests!(AsyncStd);
 
+/// The TLS scenarios on async-std's executor, against this binary's dedicated nodes (shared
+/// with `smol::tls`).
+mod tls {
+    use super::AsyncStd;
+
+    amqp_conformance::async_tls_tests!(AsyncStd);
+}
+
 mod smol {
     use super::*;
 
@@ -70,4 +79,11 @@ mod smol {
     }
 
     amqp_conformance::async_broker_tests!(Smol);
+
+    /// The TLS scenarios on smol's executor.
+    mod tls {
+        use super::Smol;
+
+        amqp_conformance::async_tls_tests!(Smol);
+    }
 }

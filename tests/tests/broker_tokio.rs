@@ -1,7 +1,7 @@
 //! The real-broker conformance suite ([`amqp_conformance::conformance`]) through
 //! `amqp-tokio`: one test per scenario, each on a tokio runtime of its own, against
-//! `$AMQP_URI` (default: the shared broker on 127.0.0.1:5672). Fails, never skips, without a
-//! broker.
+//! `$AMQP_URI` (default: the shared broker on 127.0.0.1:5672), and the TLS scenarios (in
+//! `tls`) against dedicated nodes. Fails, never skips, without a broker or node.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,3 +40,10 @@ impl Runtime for Tokio {
 }
 
 amqp_conformance::async_broker_tests!(Tokio);
+
+/// The TLS scenarios, against this binary's dedicated nodes.
+mod tls {
+    use super::Tokio;
+
+    amqp_conformance::async_tls_tests!(Tokio);
+}

@@ -3,10 +3,10 @@
 //! `connection.update-secret`.
 //!
 //! RabbitMQ answers `update-secret-ok` when its auth backend accepts the new secret (3.10's
-//! internal backend always does: it has no expiring credentials; see the adapters' `tls`
-//! tests against a real node) and refuses by closing the connection with 530 NOT_ALLOWED
-//! ("Secret update was refused for user ..."), as its OAuth 2.0 backend does for a bad
-//! token. The pending request must then fail with that reason, not hang.
+//! internal backend always does: it has no expiring credentials; see the TLS scenarios of
+//! `conformance`, against a real node) and refuses by closing the connection with 530
+//! NOT_ALLOWED ("Secret update was refused for user ..."), as its OAuth 2.0 backend does for a
+//! bad token. The pending request must then fail with that reason, not hang.
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::sasl::External;

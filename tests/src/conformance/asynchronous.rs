@@ -18,7 +18,8 @@ use amqp_client::{
 use futures_util::StreamExt;
 use futures_util::future::{self, Either, FutureExt};
 
-use super::support::{self, Scope, Task, WAIT};
+use super::support::{self, BrokerNode, NODE_START_LIMIT, Scope, Task, WAIT};
+use crate::node;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -271,6 +272,46 @@ impl Env {
     pub async fn rabbitmqctl(&self, args: &[&str]) -> String {
         self.join(self.rabbitmqctl_in_background(args)).await.0
     }
+
+    /// Runs blocking `work` on a thread without blocking the runtime, bounded by `limit`.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let mut task = Task::thread(what, work);
+        self.within(limit, std::future::poll_fn(|cx| task.poll_join(cx)))
+            .await
+            .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"))
+    }
+
+    /// The TLS node shared by this test binary ([`node::shared_tls_node`]), started on first
+    /// use (off the runtime).
+    pub async fn tls_node(&self) -> &'static BrokerNode {
+        self.off_thread("tls-node", NODE_START_LIMIT, node::shared_tls_node)
+            .await
+    }
+
+    /// The node with an expired server certificate shared by this test binary
+    /// ([`node::shared_expired_cert_node`]).
+    pub async fn expired_cert_node(&self) -> &'static BrokerNode {
+        self.off_thread(
+            "expired-node",
+            NODE_START_LIMIT,
+            node::shared_expired_cert_node,
+        )
+        .await
+    }
+
+    /// Runs `rabbitmqctl ARGS...` on `node` without blocking the runtime; panics if it fails.
+    pub async fn node_rabbitmqctl(&self, node: &'static BrokerNode, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        self.off_thread("rabbitmqctl", support::CLI_TIMEOUT, move || {
+            node.rabbitmqctl(&args).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+    }
 }
 
 /// Runs one scenario on `runtime`: builds its [`Env`], runs it bounded by `limit` (a hang is
@@ -327,9 +368,11 @@ pub mod prelude {
     pub use std::time::{Duration, Instant};
 }
 
-/// The scenarios, expanded from the shared text as async functions over [`amqp_client`].
+/// The scenarios (the main text and the TLS text), expanded as async functions over
+/// [`amqp_client`].
 pub mod scenarios {
     use super::prelude::*;
 
     scenarios!(keep_async);
+    tls_scenarios!(keep_async);
 }

@@ -12,7 +12,8 @@ use amqp_blocking::{
     Delivery, Error, Events, PublishConfirm, ReturnedMessage, Returns,
 };
 
-use super::support::{self, Scope, Task, WAIT};
+use super::support::{self, BrokerNode, NODE_START_LIMIT, Scope, Task, WAIT};
+use crate::node;
 
 /// What every scenario receives; see [`super::asynchronous::Env`], whose methods these are
 /// without `async`.
@@ -209,6 +210,23 @@ impl Env {
     pub fn rabbitmqctl(&self, args: &[&str]) -> String {
         self.join(self.rabbitmqctl_in_background(args)).0
     }
+
+    /// The TLS node shared by this test binary ([`node::shared_tls_node`]), started on first
+    /// use.
+    pub fn tls_node(&self) -> &'static BrokerNode {
+        Task::thread("tls-node", node::shared_tls_node).wait(NODE_START_LIMIT)
+    }
+
+    /// The node with an expired server certificate shared by this test binary
+    /// ([`node::shared_expired_cert_node`]).
+    pub fn expired_cert_node(&self) -> &'static BrokerNode {
+        Task::thread("expired-node", node::shared_expired_cert_node).wait(NODE_START_LIMIT)
+    }
+
+    /// Runs `rabbitmqctl ARGS...` on `node`; panics if it fails.
+    pub fn node_rabbitmqctl(&self, node: &'static BrokerNode, args: &[&str]) -> String {
+        node.rabbitmqctl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// Runs `work(env)` on a thread, bounded by `limit`: `None` if it did not finish in time
@@ -255,9 +273,10 @@ pub mod prelude {
     pub use std::time::{Duration, Instant};
 }
 
-/// The scenarios, expanded from the shared text without `async`/`.await`.
+/// The scenarios (the main text and the TLS text), expanded without `async`/`.await`.
 pub mod scenarios {
     use super::prelude::*;
 
     scenarios!(strip_await);
+    tls_scenarios!(strip_await);
 }

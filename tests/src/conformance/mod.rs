@@ -11,7 +11,8 @@
 //! its consumer, `basic.get`, transactions, nack/reject, exchange-to-exchange bindings,
 //! headers exchanges, priority queues, TTL with dead-lettering, a 10 MiB body, 500 channels,
 //! heartbeats (as `rabbitmqctl` reports them, and keeping an idle connection up), a
-//! connection killed by the broker, and refused logins. The list, with each scenario's time
+//! connection killed by the broker, a client-side close ending every stream, refused logins
+//! and unreachable ports. The list, with each scenario's time
 //! limit, is in [`crate::async_broker_tests!`]'s source (`__conformance_scenario_list!`).
 //!
 //! The broker is `$AMQP_URI` (default `amqp://guest:guest@127.0.0.1:5672/%2f`, the shared
@@ -73,9 +74,25 @@
 //!
 //! A new scenario is therefore one function in `scenarios.rs` and one line (name, time
 //! limit) in `__conformance_scenario_list!`; every adapter runs it.
+//!
+//! # TLS
+//!
+//! The TLS scenarios (`amqps://`, settings from the URI and from code, SASL EXTERNAL with a
+//! client certificate, `verify_none`, `connection.update-secret`, and each way a TLS
+//! connection must fail promptly with a typed error) are a second text, `tls_scenarios.rs`,
+//! with the same rules, expanded beside the main text (in `asynchronous::scenarios`,
+//! `blocking::scenarios`, whose helpers it uses) and listed in a list of its own,
+//! `__conformance_tls_scenario_list!`, so that a binary can run them or not; tests come
+//! from [`crate::async_tls_tests!`] and [`crate::blocking_tls_tests!`]. They run against
+//! dedicated nodes ([`crate::node`], needs the `rabbitmq-server` package; fails without it):
+//! the test binary's shared TLS node and, for the expired-certificate scenario, its shared
+//! node with an expired certificate, reached through `env.tls_node()` and
+//! `env.expired_cert_node()` (started off the runtime).
 
 #[macro_use]
 mod scenarios;
+#[macro_use]
+mod tls_scenarios;
 
 /// The async flavour's expansion of the scenario text: the text as written.
 macro_rules! keep_async {
@@ -197,6 +214,48 @@ macro_rules! __conformance_async_test {
     };
 }
 
+/// Generates one `#[test]` per TLS scenario (the private `tls_scenarios.rs`), running it
+/// through an async adapter against the binary's shared dedicated nodes; see
+/// [`async_broker_tests!`](crate::async_broker_tests).
+///
+/// ```text
+/// mod tls { use super::*; amqp_conformance::async_tls_tests!(Tokio); }
+/// ```
+#[macro_export]
+macro_rules! async_tls_tests {
+    ($runtime:expr) => {
+        $crate::__conformance_tls_scenario_list!(__conformance_async_test, $runtime);
+    };
+}
+
+/// Generates one `#[test]` per TLS scenario, running it through `amqp-blocking`.
+#[macro_export]
+macro_rules! blocking_tls_tests {
+    () => {
+        $crate::__conformance_tls_scenario_list!(__conformance_blocking_test,);
+    };
+}
+
+/// Every TLS scenario with its time limit in seconds (starting the binary's shared node
+/// included), handed to `$each!` along with `$ctx`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tls_scenario_list {
+    ($each:ident, $($ctx:tt)*) => {
+        $crate::$each! { ($($ctx)*) tls_publish_consume_and_update_secret 120 }
+        $crate::$each! { ($($ctx)*) tls_settings_in_code 120 }
+        $crate::$each! { ($($ctx)*) tls_external_login_with_a_client_certificate 120 }
+        $crate::$each! { ($($ctx)*) tls_expired_certificate_unless_verification_is_off 120 }
+        $crate::$each! { ($($ctx)*) tls_unknown_ca_is_rejected 120 }
+        $crate::$each! { ($($ctx)*) tls_wrong_host_name_is_rejected 120 }
+        $crate::$each! { ($($ctx)*) tls_plain_amqp_to_the_tls_port_fails_promptly 120 }
+        $crate::$each! { ($($ctx)*) tls_to_the_plain_port_fails_promptly 120 }
+        $crate::$each! { ($($ctx)*) tls_external_without_a_client_certificate 120 }
+        $crate::$each! { ($($ctx)*) tls_client_certificate_from_an_unknown_ca 120 }
+        $crate::$each! { ($($ctx)*) tls_unusable_settings_fail_before_dialling 30 }
+    };
+}
+
 /// Every scenario with its time limit in seconds, handed to `$each!` along with `$ctx`.
 #[doc(hidden)]
 #[macro_export]
@@ -227,6 +286,8 @@ macro_rules! __conformance_scenario_list {
         $crate::$each! { ($($ctx)*) heartbeat_in_rabbitmqctl 60 }
         $crate::$each! { ($($ctx)*) heartbeats_keep_idle_connection_alive 30 }
         $crate::$each! { ($($ctx)*) connection_killed_by_broker 60 }
+        $crate::$each! { ($($ctx)*) client_close_ends_streams_and_fails_later_calls 30 }
+        $crate::$each! { ($($ctx)*) nothing_listening_and_host_names 30 }
         $crate::$each! { ($($ctx)*) wrong_password_fails_promptly 30 }
         $crate::$each! { ($($ctx)*) unknown_vhost_fails_promptly 30 }
     };

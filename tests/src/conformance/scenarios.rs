@@ -825,6 +825,8 @@ macro_rules! scenarios {
                 d.ack().expect("ack");
                 let fresh = conn.open_channel().await.expect("open a new channel");
                 assert_eq!(ready_count(&fresh, &queue).await, 0);
+                // The closed channel's handle cannot touch a channel reusing its number.
+                assert!(doomed.basic_ack(DeliveryTag(1), false).is_err());
                 conn.close().await.expect("close");
             }
         }
@@ -1938,6 +1940,90 @@ macro_rules! scenarios {
                     env.sleep(ms(50)).await;
                 }
                 observer.close().await.expect("close");
+            }
+        }
+
+        $mode! {
+            /// A client-side close: a consumer (with a tag of its own, publishes outside confirm
+            /// mode, a cancel) ends with `ConnectionClosed`, the events stream reports
+            /// `Closed(None)`, later calls fail at once, and closing again is fine.
+            pub async fn client_close_ends_streams_and_fails_later_calls(env: Env) {
+                let conn = env.connect().await;
+                assert!(conn.server_properties().get("product").is_some());
+                let mut events = conn.events();
+                let ch = conn.open_channel().await.expect("open channel");
+                let queue = declare_private_queue(&ch).await;
+                let confirm = ch
+                    .basic_publish(
+                        "",
+                        &queue,
+                        BasicPublishOptions::default(),
+                        &BasicProperties::default(),
+                        "unconfirmed",
+                    )
+                    .await
+                    .expect("publish");
+                assert!(!confirm.is_requested());
+                assert_eq!(env.confirm(confirm).await, Confirmation::NotRequested);
+                let options = BasicConsumeOptions::default();
+                let mut tagged = ch
+                    .basic_consume(&queue, "my-tag", options, FieldTable::new())
+                    .await
+                    .expect("basic.consume");
+                assert_eq!(tagged.tag().as_str(), "my-tag");
+                let d = env.recv(&mut tagged).await;
+                assert_eq!(d.consumer_tag.as_str(), "my-tag");
+                d.ack().expect("ack");
+                tagged.cancel().await.expect("basic.cancel");
+                assert_eq!(env.drain_to_end(&mut tagged).await, (0, None));
+                assert_eq!(tagged.end_reason(), Some(&ConsumerEnd::Cancelled));
+
+                let mut consumer = consume(&ch, &queue, false).await;
+                conn.close().await.expect("close");
+                let (skipped, err) = env.drain_to_end(&mut consumer).await;
+                assert_eq!(skipped, 0);
+                let err = err.expect("the consumer ends with the close");
+                assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+                assert_eq!(
+                    env.next_event(&mut events).await,
+                    Some(ConnectionEvent::Closed(None))
+                );
+                let err = ch
+                    .queue_declare("", QueueDeclareOptions::default(), FieldTable::new())
+                    .await
+                    .expect_err("the connection is closed");
+                assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+                assert!(conn.open_channel().await.is_err());
+                assert!(!conn.is_open());
+                conn.close().await.expect("closing again");
+            }
+        }
+
+        $mode! {
+            /// Nothing listening fails promptly with `ConnectionBroken` (`amqp://` and
+            /// `amqps://`); a host name (`localhost`) works as well as an address.
+            pub async fn nothing_listening_and_host_names(env: Env) {
+                let uris = [
+                    "amqp://guest:guest@127.0.0.1:1/",
+                    "amqps://guest:guest@127.0.0.1:1/",
+                ];
+                for uri in uris {
+                    let options = ConnectOptions::parse(uri).expect("a valid URI");
+                    let started = Instant::now();
+                    let err = env
+                        .try_connect(options)
+                        .await
+                        .expect_err("nothing listens on port 1");
+                    assert_eq!(err.kind(), ErrorKind::ConnectionBroken, "{uri}: {err}");
+                    assert!(matches!(err, ConnectError::Io(_)), "{uri}: {err:?}");
+                    assert!(started.elapsed() < ms(5_000), "took {:?}", started.elapsed());
+                }
+
+                let mut options = env.options();
+                options.uri.host = "localhost".into();
+                let conn = env.try_connect(options).await.expect("connect to localhost");
+                conn.open_channel().await.expect("open channel");
+                conn.close().await.expect("close");
             }
         }
 

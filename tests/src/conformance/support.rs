@@ -3,6 +3,7 @@
 //! `rabbitmqctl` bridge, background tasks, test data.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -10,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{fmt, thread};
 
+use amqp_client::{ConnectError, TlsErrorKind};
 use amqp_proto::{FieldTable, FieldValue};
 
 /// Environment variable naming the broker (default [`DEFAULT_URI`]).
@@ -27,6 +29,37 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the scenario helpers wait for one delivery, return or event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long starting a dedicated node ([`crate::node`]) for the TLS scenarios may take.
+pub const NODE_START_LIMIT: Duration = Duration::from_secs(90);
+
+/// What "prompt" means for a connection failure that needs no broker-side timeout.
+pub const PROMPT: Duration = Duration::from_secs(10);
+
+pub use crate::node::BrokerNode;
+
+/// A path as a URI query value.
+pub fn path_str(path: PathBuf) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `amqps://guest:guest@localhost:TLSPORT/%2f?cacertfile=CA` (trusting the node's CA) plus
+/// `extra` (`&name=value...`).
+pub fn tls_uri(node: &BrokerNode, extra: &str) -> String {
+    format!(
+        "{}?cacertfile={}{extra}",
+        node.tls_uri(),
+        path_str(node.ca_cert_path())
+    )
+}
+
+/// The TLS error kind of a failed connect; panics if it is not a TLS error.
+pub fn tls_kind(err: &ConnectError) -> TlsErrorKind {
+    match err {
+        ConnectError::Tls(e) => e.kind(),
+        other => panic!("expected a TLS error, got {other:?} ({other})"),
+    }
+}
 
 /// The broker URI the scenarios connect to.
 pub fn broker_uri() -> String {
