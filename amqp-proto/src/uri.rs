@@ -37,9 +37,9 @@
 //! * TLS parameters on an `amqp://` URI are an error, since silently
 //!   connecting without TLS is the likely outcome of a typo in the scheme.
 
+use core::net::Ipv6Addr;
 use std::borrow::Cow;
 use std::fmt;
-use core::net::Ipv6Addr;
 use std::str::FromStr;
 use std::time::Duration;
 
