@@ -40,6 +40,14 @@ macro_rules! properties {
                 }
             )*
 
+            /// A copy that shares no buffer with the frame it was decoded from, so keeping
+            /// it does not keep that frame's read buffer alive.
+            pub fn detach(&self) -> Self {
+                BasicProperties {
+                    $($field: self.$field.as_ref().map(WireField::detach),)*
+                }
+            }
+
             /// The property-flags word: one bit per present property, highest bit first.
             pub fn flags(&self) -> u16 {
                 let mut flags = 0;
@@ -51,8 +59,8 @@ macro_rules! properties {
             /// all `None` (decoding in place spares copying this large struct around).
             pub(crate) fn read_into(&mut self, r: &mut Reader<'_>) -> Result<(), CodecError> {
                 let flags = r.u16("property flags")?;
-                // Bit 0 would announce a second flags word; no 0-9-1 class has one, and bits
-                // 1 is unassigned.
+                // Bit 0 would announce a second flags word; no 0-9-1 class has one, and bit 1 is
+                // unassigned.
                 if flags & 0b11 != 0 {
                     return Err(CodecError::BadPropertyFlags(flags));
                 }

@@ -104,6 +104,12 @@ macro_rules! protocol {
                     fields: &[$((stringify!($field), stringify!($ty))),*],
                 };
 
+                /// A copy that shares no buffer with the frame it was decoded from, so keeping
+                /// it does not keep that frame's read buffer alive.
+                pub fn detach(&self) -> Self {
+                    $Method { $($field: WireField::detach(&self.$field),)* }
+                }
+
                 #[allow(unused_variables, unused_mut)]
                 fn read_fields(r: &mut Reader<'_>) -> Result<Self, CodecError> {
                     Ok($Method { $($field: <$ty as WireField>::read(r)?,)* })

@@ -361,6 +361,20 @@ impl FieldValue {
         })
     }
 
+    /// A copy that shares no buffer with the frame it was decoded from. Recursion follows
+    /// the value's nesting, which decoding bounded.
+    fn detach(&self) -> Self {
+        match self {
+            FieldValue::LongString(v) => FieldValue::LongString(v.detach()),
+            FieldValue::ByteArray(v) => FieldValue::ByteArray(Bytes::copy_from_slice(v)),
+            FieldValue::Table(t) => FieldValue::Table(t.detach()),
+            FieldValue::Array(a) => {
+                FieldValue::Array(FieldArray(a.0.iter().map(Self::detach).collect()))
+            }
+            other => other.clone(),
+        }
+    }
+
     fn decode(r: &mut Reader<'_>, depth: usize) -> Result<Self, CodecError> {
         let tag = r.u8("field value tag")?;
         Ok(match tag {
@@ -635,9 +649,13 @@ impl<V: Into<FieldValue>> FromIterator<V> for FieldArray {
 
 /// The wire shape of one method or property field. Implemented once per AMQP domain type; the
 /// method and property tables derive all encoding and decoding from it.
-pub(crate) trait WireField: Sized {
+pub(crate) trait WireField: Sized + Clone {
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError>;
     fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError>;
+    /// A copy that shares no buffer with the frame it was decoded from.
+    fn detach(&self) -> Self {
+        self.clone()
+    }
 }
 
 impl WireField for bool {
@@ -666,6 +684,9 @@ macro_rules! wire_int {
 wire_int! { u8, u8, put_u8; u16, u16, put_u16; u32, u32, put_u32; u64, u64, put_u64; }
 
 impl WireField for ShortString {
+    fn detach(&self) -> Self {
+        ShortString(Bytes::copy_from_slice(&self.0))
+    }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         ShortString::decode(r)
     }
@@ -676,6 +697,9 @@ impl WireField for ShortString {
 }
 
 impl WireField for LongString {
+    fn detach(&self) -> Self {
+        LongString(Bytes::copy_from_slice(&self.0))
+    }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         LongString::decode(r)
     }
@@ -685,6 +709,14 @@ impl WireField for LongString {
 }
 
 impl WireField for FieldTable {
+    fn detach(&self) -> Self {
+        FieldTable(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.detach(), v.detach()))
+                .collect(),
+        )
+    }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         FieldTable::decode_at(r, 0)
     }
@@ -694,6 +726,9 @@ impl WireField for FieldTable {
 }
 
 impl WireField for SecretBytes {
+    fn detach(&self) -> Self {
+        SecretBytes(self.0.detach())
+    }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         LongString::decode(r).map(SecretBytes)
     }

@@ -104,6 +104,46 @@ fn one_frame_body_is_a_slice_of_the_read_buffer() {
 }
 
 #[test]
+fn a_joined_delivery_keeps_nothing_of_the_read_buffer() {
+    let mut pair = consuming(4096);
+    let body = body_of(10_000);
+    let props = BasicProperties::default()
+        .with_content_type("application/octet-stream")
+        .with_headers(FieldTable::new().with("k", "v"));
+    pair.peer.send_content(1, deliver(1), &props, &body);
+    let wire = pair.peer.take_output();
+    let buf = pair.client.read_buf();
+    buf.extend_from_slice(&wire);
+    let inside = {
+        let start = buf.as_ptr() as usize;
+        start..start + buf.capacity()
+    };
+    pair.client.process_input(pair.now);
+    let d = pair.expect_delivery();
+    assert_eq!(&d.body[..], &body[..]);
+    assert_eq!(d.properties, props);
+    // The body was joined from three frames, so holding the delivery must not pin the read
+    // buffer through its small fields either.
+    for (what, at) in [
+        ("body", d.body.as_ptr()),
+        ("consumer tag", d.consumer_tag.as_bytes().as_ptr()),
+        ("routing key", d.routing_key.as_bytes().as_ptr()),
+        (
+            "content type",
+            d.properties
+                .content_type
+                .as_ref()
+                .map_or(std::ptr::null(), |s| s.as_bytes().as_ptr()),
+        ),
+    ] {
+        assert!(
+            !inside.contains(&(at as usize)),
+            "{what} still points into the read buffer"
+        );
+    }
+}
+
+#[test]
 fn multi_frame_bodies_are_reassembled() {
     let mut pair = consuming(4096);
     // 4088 payload bytes per frame: exactly one frame, one byte over, and many frames.

@@ -47,6 +47,16 @@ pub(super) enum Body {
     Many(BytesMut),
 }
 
+impl ContentMethod {
+    fn detach(self) -> Self {
+        match self {
+            ContentMethod::Deliver(m) => ContentMethod::Deliver(m.detach()),
+            ContentMethod::GetOk(m, id) => ContentMethod::GetOk(m.detach(), id),
+            ContentMethod::Return(m) => ContentMethod::Return(m.detach()),
+        }
+    }
+}
+
 impl Body {
     pub(super) fn len(&self) -> usize {
         match self {
@@ -106,7 +116,17 @@ impl Incoming {
 
     pub(super) fn into_parts(self) -> (ContentMethod, BasicProperties, Bytes) {
         let properties = self.header.map(|(_, p)| p).unwrap_or_default();
-        (self.method, properties, self.body.into_bytes())
+        match self.body {
+            // A joined body no longer refers to the read buffer; copy the few small fields
+            // that still do, so that the buffer is free again and can be reused in place
+            // instead of reallocated (large messages are the ones that get joined).
+            Body::Many(_) => (
+                self.method.detach(),
+                properties.detach(),
+                self.body.into_bytes(),
+            ),
+            body => (self.method, properties, body.into_bytes()),
+        }
     }
 }
 
