@@ -1220,12 +1220,12 @@ impl Connection {
             }
         }
         let channel_max = lower(self.config.channel_max.into(), tune.channel_max.into()) as u16;
-        let frame_max = lower(
-            self.config
-                .frame_max
-                .max(MIN_FRAME_MAX * (self.config.frame_max != 0) as u32),
-            tune.frame_max,
-        );
+        // A configured limit below the protocol minimum is raised to it; 0 stays "no limit".
+        let ours = match self.config.frame_max {
+            0 => 0,
+            n => n.max(MIN_FRAME_MAX),
+        };
+        let frame_max = lower(ours, tune.frame_max);
         // Heartbeat 0 from us means "disabled", not "no preference".
         let heartbeat = match self.config.heartbeat {
             0 => 0,
