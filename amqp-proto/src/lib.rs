@@ -2,8 +2,8 @@
 //!
 //! The sans-IO core of an AMQP 0-9-1 client: it takes bytes in and hands bytes and events out,
 //! and owns every piece of protocol knowledge. It has no sockets, no clock, no threads and no
-//! async; adapters (`amqp-tokio`, `amqp-async-std`, `amqp-blocking`) or your own event loop
-//! move bytes between it and a transport.
+//! async; the runtime adapters of this workspace, or your own event loop, move bytes between it
+//! and a transport.
 //!
 //! Two layers:
 //! - the client [`Connection`] state machine ([`connection`]): feed it received bytes, write
