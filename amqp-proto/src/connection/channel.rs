@@ -38,6 +38,23 @@ pub(super) enum ContentMethod {
 /// Most bytes reserved at once for joining a multi-frame body (see [`Body::push`]).
 const JOIN_PREALLOC_MAX: usize = 1 << 20;
 
+/// Size of the slabs that joined bodies are carved from.
+const JOIN_SLAB: usize = 1 << 20;
+
+/// An empty buffer with room for `want` bytes, cut from the front of `slab`.
+///
+/// Joined bodies share slabs rather than each getting an allocation of its own: a slab whose
+/// bodies have all been dropped is reused in place by the next `reserve`, so a consumer that
+/// handles large messages one after another keeps touching the same memory instead of making
+/// the allocator map (and the kernel fault in) fresh pages for every message.
+fn carve(slab: &mut BytesMut, want: usize) -> BytesMut {
+    if slab.capacity() < want {
+        slab.reserve(want.max(JOIN_SLAB));
+    }
+    let rest = slab.split_off(want.min(slab.capacity()));
+    std::mem::replace(slab, rest)
+}
+
 /// Body frames collected so far. One frame stays a zero-copy slice; several are joined.
 #[derive(Debug, Default)]
 pub(super) enum Body {
@@ -66,16 +83,19 @@ impl Body {
         }
     }
 
-    /// Adds a frame; `size` (already checked against max_body_size) hints the join buffer.
-    pub(super) fn push(&mut self, chunk: Bytes, size: u64) {
+    /// Adds a frame; `size` (already checked against max_body_size) hints the join buffer,
+    /// which is carved out of the channel's `slab`.
+    pub(super) fn push(&mut self, chunk: Bytes, size: u64, slab: &mut BytesMut) {
         *self = match std::mem::take(self) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
                 // The declared size is the peer's word, not bytes that arrived: reserving all
                 // of it up front would let two tiny frames claim max_body_size of memory.
                 // Reserve at most JOIN_PREALLOC_MAX and let the buffer grow as bytes come.
-                let want = usize::try_from(size).unwrap_or(usize::MAX);
-                let mut joined = BytesMut::with_capacity(want.min(JOIN_PREALLOC_MAX));
+                let want = usize::try_from(size)
+                    .unwrap_or(usize::MAX)
+                    .min(JOIN_PREALLOC_MAX);
+                let mut joined = carve(slab, want);
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)
@@ -237,6 +257,8 @@ pub(super) struct Channel {
     pub(super) flow_active: bool,
     /// Set when a handler finished the channel, so it is not put back in the table.
     pub(super) removed: bool,
+    /// Where bodies that arrive in several frames are joined (see [`carve`]).
+    pub(super) join_slab: BytesMut,
 }
 
 impl Channel {
@@ -249,6 +271,7 @@ impl Channel {
             confirms: None,
             flow_active: true,
             removed: false,
+            join_slab: BytesMut::new(),
         }
     }
 }

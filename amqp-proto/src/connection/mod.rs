@@ -1591,7 +1591,7 @@ impl Connection {
                 format!("body on channel {ch} is longer than the {size} bytes declared"),
             );
         }
-        incoming.body.push(body, size);
+        incoming.body.push(body, size, &mut c.join_slab);
         if received == size {
             self.complete_content(ch, c);
         }
