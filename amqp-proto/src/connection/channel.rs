@@ -84,7 +84,8 @@ impl Body {
     }
 
     /// Adds a frame; `size` (already checked against max_body_size) hints the join buffer,
-    /// which is carved out of the channel's `slab`.
+    /// which is carved out of the connection's `slab` (each body gets a region of its own, so
+    /// bodies being joined on several channels at once never overlap).
     pub(super) fn push(&mut self, chunk: Bytes, size: u64, slab: &mut BytesMut) {
         *self = match std::mem::take(self) {
             Body::Empty => Body::One(chunk),
@@ -257,8 +258,6 @@ pub(super) struct Channel {
     pub(super) flow_active: bool,
     /// Set when a handler finished the channel, so it is not put back in the table.
     pub(super) removed: bool,
-    /// Where bodies that arrive in several frames are joined (see [`carve`]).
-    pub(super) join_slab: BytesMut,
 }
 
 impl Channel {
@@ -271,7 +270,6 @@ impl Channel {
             confirms: None,
             flow_active: true,
             removed: false,
-            join_slab: BytesMut::new(),
         }
     }
 }

@@ -167,6 +167,9 @@ pub struct Connection {
     topology: Topology,
     /// Set while a channel is out of the table being handled.
     in_channel: bool,
+    /// Where bodies that arrive in several frames are joined, one slab for the connection
+    /// (see `channel::carve`).
+    join_slab: BytesMut,
     /// A violation found while a channel was out of the table, acted on once it is back.
     deferred_violation: Option<(ReplyCode, String)>,
 }
@@ -204,6 +207,7 @@ impl Connection {
             own_close: None,
             topology: Topology::default(),
             in_channel: false,
+            join_slab: BytesMut::new(),
             deferred_violation: None,
         }
     }
@@ -1591,7 +1595,7 @@ impl Connection {
                 format!("body on channel {ch} is longer than the {size} bytes declared"),
             );
         }
-        incoming.body.push(body, size, &mut c.join_slab);
+        incoming.body.push(body, size, &mut self.join_slab);
         if received == size {
             self.complete_content(ch, c);
         }
