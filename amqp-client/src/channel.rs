@@ -487,13 +487,7 @@ impl Channel {
         if let Some(e) = &entry.closed {
             return Poll::Ready(Err(e.clone()));
         }
-        // The core refuses with WouldBlock in exactly these cases; checking first keeps the
-        // body (the core consumes it) and lets this task park until the matching event.
-        if !entry.flow_active || s.core.is_blocked() || s.core.is_backpressured() {
-            register(&mut s.publish_waiters, cx.waker());
-            return Poll::Pending;
-        }
-        let Some(body) = body.take() else {
+        let Some(payload) = body.as_ref() else {
             return Poll::Ready(Err(Error::Usage("publish polled after completion")));
         };
         let tag = match s.core.basic_publish(
@@ -502,11 +496,18 @@ impl Channel {
             routing_key,
             options,
             properties,
-            body,
+            payload,
         ) {
             Ok(tag) => tag,
+            // Blocked, paused by channel.flow or backpressured: park until the matching event
+            // (output drained, unblocked, flow resumed, or close) and try again.
+            Err(Error::WouldBlock(_)) => {
+                register(&mut s.publish_waiters, cx.waker());
+                return Poll::Pending;
+            }
             Err(e) => return Poll::Ready(Err(e)),
         };
+        *body = None;
         if let Some(tag) = tag {
             entry.confirms.push(tag);
         }

@@ -210,8 +210,6 @@ pub(crate) struct ChannelEntry {
     pub(crate) closed: Option<Error>,
     /// This client closed it.
     pub(crate) closed_by_us: bool,
-    /// Mirror of the broker's `channel.flow` for this channel.
-    pub(crate) flow_active: bool,
     pub(crate) confirms: Confirms,
     pub(crate) returns: ReturnQueue,
     pub(crate) close_wakers: Vec<Waker>,
@@ -348,7 +346,6 @@ impl Shared {
                 open: false,
                 closed: None,
                 closed_by_us: false,
-                flow_active: true,
                 confirms: Confirms::default(),
                 returns: ReturnQueue::default(),
                 close_wakers: Vec::new(),
@@ -517,9 +514,6 @@ impl Shared {
                     }
                 }
                 Event::ChannelFlow { channel, active } => {
-                    if let Some(entry) = self.entry_by_number(channel) {
-                        entry.flow_active = active;
-                    }
                     if active {
                         wake_all(&mut self.publish_waiters);
                     }

@@ -138,7 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             &queue,
                             BasicPublishOptions::default(),
                             &props,
-                            body,
+                            &body,
                         )?;
                     }
                 }

@@ -164,7 +164,7 @@ impl Harness {
             "q",
             options,
             &BasicProperties::default(),
-            body,
+            &body,
         ) {
             assert!(
                 self.books.unconfirmed.insert((channel, tag.0)),

@@ -546,7 +546,7 @@ impl Pair {
                 "q",
                 options,
                 &BasicProperties::default(),
-                Bytes::copy_from_slice(body),
+                &Bytes::copy_from_slice(body),
             )
             .expect("basic_publish");
         let got = self.expect_published(ch.0);

@@ -320,7 +320,7 @@ fn server_connection_close() {
                 "q",
                 Default::default(),
                 &Default::default(),
-                Bytes::new()
+                &Bytes::new()
             )
             .unwrap_err(),
         error

@@ -399,7 +399,7 @@ fn published_bodies_are_split_at_frame_max() {
                     immediate: false,
                 },
                 &props,
-                Bytes::from(body.clone()),
+                &Bytes::from(body.clone()),
             )
             .unwrap();
         let got = pair.expect_published(ch.0);
@@ -432,7 +432,7 @@ fn large_published_bodies_are_queued_by_reference() {
             "q",
             BasicPublishOptions::default(),
             &BasicProperties::default(),
-            body.clone(),
+            &body,
         )
         .unwrap();
     let mut by_reference = false;
@@ -475,7 +475,7 @@ fn a_header_too_large_for_frame_max_is_refused_and_nothing_is_sent() {
             "q",
             BasicPublishOptions::default(),
             &props,
-            Bytes::from_static(b"x"),
+            &Bytes::from_static(b"x"),
         )
         .unwrap_err();
     assert!(matches!(err, Error::Encode(_)), "{err:?}");

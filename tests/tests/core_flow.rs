@@ -19,7 +19,7 @@ fn try_publish(pair: &mut Pair, ch: ChannelId, body: &[u8]) -> Result<Option<Del
         "q",
         BasicPublishOptions::default(),
         &BasicProperties::default(),
-        Bytes::copy_from_slice(body),
+        &Bytes::copy_from_slice(body),
     )
 }
 

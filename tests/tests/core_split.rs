@@ -242,7 +242,7 @@ impl Run {
                                 "q",
                                 options,
                                 &BasicProperties::default(),
-                                payload,
+                                &payload,
                             )
                             .unwrap();
                     }

@@ -38,6 +38,21 @@ use crate::transmit::Transmit;
 use crate::types::{FieldTable, LongString, ShortString};
 use channel::{Channel, ChannelState, ChannelTable, Pending};
 
+/// The reason a broker's `connection.close` or `channel.close` carries (the two have the same
+/// fields).
+macro_rules! server_reason {
+    ($close:expr) => {{
+        let close = $close;
+        CloseReason {
+            initiator: Initiator::Server,
+            code: ReplyCode(close.reply_code),
+            text: close.reply_text.clone(),
+            class_id: close.class_id,
+            method_id: close.method_id,
+        }
+    }};
+}
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -906,7 +921,8 @@ impl Connection {
     ///
     /// Refused with [`Error::WouldBlock`] while the broker blocks the connection, pauses the
     /// channel, or the output queue is above its high-water mark; acks, heartbeats and other
-    /// commands are never held back. The body is queued by reference, not copied, when large.
+    /// commands are never held back. The body is borrowed, so a refused publish can simply be
+    /// retried with it; large bodies are queued by reference (a `Bytes` clone), not copied.
     pub fn basic_publish(
         &mut self,
         ch: ChannelId,
@@ -914,7 +930,7 @@ impl Connection {
         routing_key: &str,
         options: BasicPublishOptions,
         properties: &BasicProperties,
-        body: Bytes,
+        body: &Bytes,
     ) -> Result<Option<DeliveryTag>, Error> {
         let blocked = self.blocked.is_some();
         let backpressured = self.is_backpressured();
@@ -937,7 +953,7 @@ impl Connection {
             immediate: options.immediate,
         };
         self.transmit
-            .push_content(ch.0, &m.into(), properties, &body, frame_max)?;
+            .push_content(ch.0, &m.into(), properties, body, frame_max)?;
         self.last_sent = self.now;
         let c = self.channels.get_mut(&ch.0);
         Ok(c.and_then(|c| c.confirms.as_mut())
@@ -1124,7 +1140,7 @@ impl Connection {
             }
             (state, Method::ConnectionClose(close)) => {
                 let _ = self.send_method(0, &ConnectionCloseOk {}.into());
-                let reason = server_reason(&close);
+                let reason = server_reason!(&close);
                 let error = match (state, reason.code) {
                     (State::Authenticating, ReplyCode::ACCESS_REFUSED) => {
                         let mut text = reason.text.to_string();
@@ -1272,7 +1288,7 @@ impl Connection {
                     let error = self.close_error.take();
                     return self.finish(error);
                 }
-                let error = Error::ConnectionClosed(server_reason(&close));
+                let error = Error::ConnectionClosed(server_reason!(&close));
                 self.finish(Some(error));
             }
             Method::ConnectionCloseOk(_) if self.state == State::Closing => {
@@ -1369,7 +1385,7 @@ impl Connection {
                 let _ = self.send_method(ch, &ChannelCloseOk {}.into());
                 let error = Error::ChannelClosed {
                     channel: ch,
-                    reason: server_reason_channel(&close),
+                    reason: server_reason!(&close),
                 };
                 let channel = std::mem::replace(c, Channel::new());
                 c.removed = true;
@@ -1859,26 +1875,6 @@ impl Connection {
             let error = self.close_error.take();
             self.finish(error);
         }
-    }
-}
-
-fn server_reason(close: &ConnectionClose) -> CloseReason {
-    CloseReason {
-        initiator: Initiator::Server,
-        code: ReplyCode(close.reply_code),
-        text: close.reply_text.clone(),
-        class_id: close.class_id,
-        method_id: close.method_id,
-    }
-}
-
-fn server_reason_channel(close: &ChannelClose) -> CloseReason {
-    CloseReason {
-        initiator: Initiator::Server,
-        code: ReplyCode(close.reply_code),
-        text: close.reply_text.clone(),
-        class_id: close.class_id,
-        method_id: close.method_id,
     }
 }
 
