@@ -5,8 +5,12 @@
 #   1. scripts/ensure-broker.sh  -- RabbitMQ on 127.0.0.1:5672 + a Rust toolchain
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
+#   -. self-contained checks      -- no tracked file names a path outside the
+#                                    repository; an isolated copy is made for step 4
 #   4. cargo test --workspace     -- unit, doc and integration tests (the
-#                                    integration tests need the broker)
+#                                    integration tests need the broker), run from
+#                                    a copy of the repository that sits alone in
+#                                    its own directory (see "self-contained" below)
 #   5. fuzz smoke                 -- every target of `cargo fuzz list` in fuzz/,
 #                                    FUZZ_SECONDS (default 30) seconds each;
 #                                    FUZZ_SECONDS=0 skips this step
@@ -71,9 +75,40 @@ step() {
     SUMMARY+=("${name} ${dt}s")
 }
 
+# Self-contained: nothing in the build or tests may read outside the repository (a user's
+# fresh clone has nothing beside it). Two checks:
+#  - no tracked file names a path into the sibling folders this checkout happens to have;
+#  - the tests run from a copy of the repository's files (tracked and new, not ignored) that is
+#    alone in its own directory, so `../shared` or any other sibling is simply not there.
+#    The copy keeps file times and builds into this checkout's target/, so only the workspace
+#    crates compile again, once; later runs are incremental.
+check_no_outside_paths() {
+    local hits
+    hits=$(git grep -nE '\.\./shared|/work/(shared|main|wt|notes)' -- . ':!scripts/test.sh' || true)
+    if [[ -n $hits ]]; then
+        printf '%s\n' "$hits"
+        echo "these tracked files name paths outside the repository" >&2
+        return 1
+    fi
+    echo "no tracked file names a path outside the repository"
+}
+
+ISOLATED_PARENT=${TMPDIR:-/tmp}/amqp-rs-isolated-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+ISOLATED=$ISOLATED_PARENT/amqp-rs
+
+make_isolated_copy() {
+    rm -rf "$ISOLATED_PARENT"
+    mkdir -p "$ISOLATED"
+    # -co: tracked and untracked-but-not-ignored files; a tracked file deleted in the work tree
+    # is skipped (--ignore-failed-read). tar keeps modification times.
+    git ls-files -z -co --exclude-standard |
+        tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$ISOLATED"
+    echo "tests run from $ISOLATED (nothing beside it), target dir $ROOT/target"
+}
+
 run_cargo_test() {
     # Keep the output for the pass/fail counts; pipefail keeps cargo's status.
-    cargo test --workspace 2>&1 | tee "$TEST_LOG"
+    (cd "$ISOLATED" && CARGO_TARGET_DIR="$ROOT/target" cargo test --workspace) 2>&1 | tee "$TEST_LOG"
 }
 
 ensure_cargo_fuzz() {
@@ -120,13 +155,15 @@ on_exit_failure() {
     if ((rc != 0)); then
         printf '\n== SUMMARY: FAILED at step "%s" (exit %d) after %ds\n' "${CURRENT_STEP:-setup}" "$rc" "$((SECONDS - START))" >&2
     fi
-    rm -rf "$TMP"
+    rm -rf "$TMP" "$ISOLATED_PARENT"
 }
 trap on_exit_failure EXIT
 
 step "ensure broker + toolchain" "$ROOT/scripts/ensure-broker.sh"
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "self-contained: no outside paths" check_no_outside_paths
+step "self-contained: isolated copy" make_isolated_copy
 step "cargo test" run_cargo_test
 
 if ((FUZZ_SECONDS == 0)); then

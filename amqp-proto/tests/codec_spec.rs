@@ -1,5 +1,5 @@
 //! Checks the `protocol!` table (`amqp_proto::METHODS`) against the AMQP 0-9-1 XML definition
-//! that RabbitMQ ships (`shared/spec/amqp0-9-1.stripped.extended.xml`): ids, names, fields and
+//! that RabbitMQ ships, vendored as `amqp-proto/spec/amqp0-9-1.stripped.extended.xml`: ids, names, fields and
 //! their types, synchronicity, content, replies and direction. The few places where we
 //! deliberately differ from the XML are listed in [`deviations`] and [`rabbitmq_extensions`].
 
@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use amqp_proto::{METHODS, MethodId, MethodInfo};
 
-const SPEC_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/spec/amqp0-9-1.stripped.extended.xml"
-);
+/// Compiled in, so the test cannot depend on anything outside the crate.
+const SPEC_XML: &str = include_str!("../spec/amqp0-9-1.stripped.extended.xml");
 
 /// One method as the XML describes it, in the shape of [`MethodInfo`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +90,7 @@ fn children<'a, 'i>(
 
 /// Every method of the XML, keyed by id.
 fn parse_spec() -> BTreeMap<MethodId, Expected> {
-    let text = std::fs::read_to_string(SPEC_PATH).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the AMQP 0-9-1 spec XML at {SPEC_PATH}: {e}\n\
-             It lives in shared/spec/ next to the workspace checkout (../shared from the \
-             workspace root); this test needs it."
-        )
-    });
-    let doc = roxmltree::Document::parse(&text).expect("the spec XML does not parse");
+    let doc = roxmltree::Document::parse(SPEC_XML).expect("the spec XML does not parse");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "amqp");
 
@@ -198,7 +189,8 @@ fn deviations(spec: &mut BTreeMap<MethodId, Expected>) {
     recover.replies = vec![id(60, 111)];
 }
 
-/// RabbitMQ methods the XML lacks, as `shared/spec/README.md` describes them.
+/// RabbitMQ methods the XML lacks (`connection.blocked`/`unblocked`, `update-secret`), as
+/// `amqp-proto/spec/README.md` lists them.
 fn rabbitmq_extensions() -> Vec<Expected> {
     let f = |n: &str, t: &str| (n.to_owned(), t.to_owned());
     vec![
