@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod connection;
+pub use connection::recovery;
 pub mod error;
 pub mod frame;
 pub mod properties;

@@ -14,6 +14,7 @@ mod channel;
 mod config;
 mod error;
 mod event;
+pub mod recovery;
 mod topology;
 
 use std::collections::VecDeque;
