@@ -239,6 +239,10 @@ where
 pub struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let timer = async_io::Timer::at(deadline);
         Box::pin(async move {

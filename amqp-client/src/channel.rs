@@ -9,13 +9,11 @@ use amqp_proto as proto;
 use bytes::Bytes;
 use futures_core::Stream;
 use proto::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, DeliveryTag, Error,
-    ExchangeDeclareOptions, FieldTable, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId,
-    ReturnedMessage,
+    BasicProperties, BasicPublishOptions, ChannelId, DeliveryTag, Error, ExchangeDeclareOptions,
+    FieldTable, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
 };
 
-use crate::connection::{ConnHandle, Connection, WaitReply, start_request, unexpected};
-use crate::consumer::{Consumer, Delivery};
+use crate::handle::{ConnHandle, WaitReply, start_request, unexpected};
 use crate::options::*;
 use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::{lock, register, set_waker};
@@ -72,20 +70,13 @@ impl Channel {
         self.inner.id
     }
 
-    /// The connection this channel belongs to.
-    pub fn connection(&self) -> Connection {
-        Connection {
-            handle: self.inner.conn.clone(),
-        }
-    }
-
     /// Whether the channel can be used (not closed by either side, connection not over).
     pub fn is_open(&self) -> bool {
         lock(self.shared()).channel(self.inner.key).is_ok()
     }
 
     /// Runs a command that completes later, registering its waiter under the same lock.
-    fn start(
+    pub(crate) fn start(
         &self,
         command: impl FnOnce(&mut Shared, ChannelId) -> Result<(RequestId, ReqKind), Error>,
     ) -> Result<RequestId, Error> {
@@ -343,36 +334,6 @@ impl Channel {
             .map(drop)
     }
 
-    /// Starts a consumer (an empty tag lets the broker choose one). Its deliveries come out of
-    /// the returned [`Consumer`] stream.
-    pub async fn basic_consume(
-        &self,
-        queue: &str,
-        consumer_tag: &str,
-        options: BasicConsumeOptions,
-        arguments: FieldTable,
-    ) -> Result<Consumer, Error> {
-        let mut consumer = 0;
-        let id = self.start(|s, ch| {
-            let id = s
-                .core
-                .basic_consume(ch, queue, consumer_tag, options, arguments)?;
-            consumer = s.next_key();
-            let kind = ReqKind::Consume {
-                channel: ch,
-                consumer,
-                no_ack: options.no_ack,
-            };
-            Ok((id, kind))
-        })?;
-        match WaitReply::new(self.shared(), id).await? {
-            Reply::Consuming { consumer_tag } => {
-                Ok(Consumer::new(self.clone(), consumer, consumer_tag))
-            }
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Cancels a consumer. Its stream yields what was already delivered, then ends.
     pub async fn basic_cancel(
         &self,
@@ -382,37 +343,6 @@ impl Channel {
         self.request(|c, ch| c.basic_cancel(ch, consumer_tag, options.nowait))
             .await
             .map(drop)
-    }
-
-    /// Fetches one message, if the queue has one.
-    pub async fn basic_get(
-        &self,
-        queue: &str,
-        options: BasicGetOptions,
-    ) -> Result<Option<Delivery>, Error> {
-        let id = self.start(|s, ch| {
-            let id = s.core.basic_get(ch, queue, options.no_ack)?;
-            let kind = ReqKind::Get {
-                channel: ch,
-                no_ack: options.no_ack,
-            };
-            Ok((id, kind))
-        })?;
-        match WaitReply::new(self.shared(), id).await? {
-            Reply::Get(None) => Ok(None),
-            Reply::Get(Some(message)) => {
-                let proto::GetMessage {
-                    delivery,
-                    message_count,
-                } = *message;
-                Ok(Some(Delivery::new(
-                    Box::new(delivery),
-                    self.clone(),
-                    Some(message_count),
-                )))
-            }
-            other => Err(unexpected(other)),
-        }
     }
 
     /// Acknowledges a delivery (and every earlier one with `multiple`). Never waits: acks are

@@ -1,18 +1,21 @@
 //! What runtime adapters share for connecting: where to connect, why it failed, and the
 //! connect sequence itself ([`connect_with_transport`], [`adapter_connect_api!`]).
 
-use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
-use std::time::Instant;
 
-use amqp_proto::uri::{AmqpUri, UriError};
-use amqp_proto::{ConnectionConfig, Error, ErrorKind};
+use amqp_proto::ConnectionConfig;
+use amqp_proto::uri::AmqpUri;
 
 use crate::connection::{Connection, start_connection};
 use crate::driver::{Driver, Timer, Transport};
+use crate::error::ConnectError;
+#[cfg(feature = "tls")]
+use crate::error::TlsError;
+#[cfg(feature = "tls")]
+use crate::tls::{MaybeTls, TlsClient};
 
 /// Where and how to connect: the parsed URI (host, port, scheme) and the connection
 /// settings derived from it, which can be adjusted before connecting. `Debug` never shows the
@@ -114,89 +117,6 @@ impl IntoConnectOptions for &String {
     }
 }
 
-/// Why connecting failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The URI does not parse.
-    InvalidUri(UriError),
-    /// `amqps://` was asked for, but the adapter was built without its `tls` feature.
-    TlsNotSupported,
-    /// TLS failed: the settings are unusable (unreadable CA file or key, ...), or the
-    /// handshake failed (the broker's certificate was rejected, the broker rejected ours, the
-    /// port does not speak TLS). See [`TlsError::kind`].
-    Tls(TlsError),
-    /// The TCP connection could not be made (refused, unreachable, name not resolved).
-    Io(std::io::Error),
-    /// The TCP connection was not made within `connection_timeout`.
-    Timeout,
-    /// The AMQP handshake failed: [`Error::Authentication`] for refused credentials,
-    /// [`Error::VhostAccessRefused`] for the virtual host, [`Error::HandshakeTimeout`], …
-    Amqp(Error),
-}
-
-impl ConnectError {
-    /// The named kind: `Authentication`, `AccessRefused`, `Timeout`, `ConnectionBroken`
-    /// (TCP), `Tls` (handshake), `Usage` (bad URI, unusable TLS settings, TLS not built in), ….
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ConnectError::InvalidUri(_) | ConnectError::TlsNotSupported => ErrorKind::Usage,
-            ConnectError::Tls(e) if e.kind() == TlsErrorKind::Config => ErrorKind::Usage,
-            ConnectError::Tls(_) => ErrorKind::Tls,
-            ConnectError::Io(_) => ErrorKind::ConnectionBroken,
-            ConnectError::Timeout => ErrorKind::Timeout,
-            ConnectError::Amqp(e) => e.kind(),
-        }
-    }
-
-    /// The AMQP error, when the handshake is what failed.
-    pub fn as_amqp(&self) -> Option<&Error> {
-        match self {
-            ConnectError::Amqp(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::InvalidUri(e) => write!(f, "invalid AMQP URI: {e}"),
-            ConnectError::TlsNotSupported => f.write_str(
-                "TLS (amqps://) is not available: the adapter was built without its `tls` feature",
-            ),
-            ConnectError::Tls(e) => fmt::Display::fmt(e, f),
-            ConnectError::Io(e) => write!(f, "cannot connect: {e}"),
-            ConnectError::Timeout => f.write_str("timed out connecting to the broker"),
-            ConnectError::Amqp(e) => fmt::Display::fmt(e, f),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectError::InvalidUri(e) => Some(e),
-            ConnectError::Io(e) => Some(e),
-            ConnectError::Tls(e) => Some(e),
-            ConnectError::Amqp(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<Error> for ConnectError {
-    fn from(e: Error) -> Self {
-        ConnectError::Amqp(e)
-    }
-}
-
-impl From<UriError> for ConnectError {
-    fn from(e: UriError) -> Self {
-        ConnectError::InvalidUri(e)
-    }
-}
-
 /// The connect sequence every runtime adapter shares: takes the options apart, refuses
 /// `amqps://` ([`ConnectError::TlsNotSupported`]), runs `dial` (which opens the transport to
 /// `uri.host:uri.port`) within the URI's `connection_timeout` measured on `timer`, starts the
@@ -218,22 +138,13 @@ where
     if uri.scheme.is_tls() {
         return Err(ConnectError::TlsNotSupported);
     }
-    let started = Instant::now();
-    let mut dialing = pin!(dial(&uri));
-    let transport = match config.connection_timeout {
-        Some(limit) => {
-            let mut expired = timer.sleep_until(started + limit);
-            poll_fn(|cx| match dialing.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(ConnectError::Io)),
-                Poll::Pending => expired
-                    .as_mut()
-                    .poll(cx)
-                    .map(|()| Err(ConnectError::Timeout)),
-            })
-            .await?
-        }
-        None => dialing.await.map_err(ConnectError::Io)?,
-    };
+    let started = timer.now();
+    let mut expired = config
+        .connection_timeout
+        .map(|limit| timer.sleep_until(started + limit));
+    let transport = within(&mut expired, dial(&uri))
+        .await?
+        .map_err(ConnectError::Io)?;
     let (connecting, driver) = start_connection(config, started, transport, timer);
     spawn(driver).map_err(ConnectError::Io)?;
     Ok(connecting.await?)
@@ -285,79 +196,84 @@ macro_rules! adapter_connect_api {
     };
 }
 
-impl From<TlsError> for ConnectError {
-    fn from(e: TlsError) -> Self {
-        ConnectError::Tls(e)
-    }
-}
-
-/// What went wrong with TLS, as [`TlsError::kind`] tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TlsErrorKind {
-    /// The TLS settings cannot be used: a CA file, certificate or key that cannot be read or
-    /// parsed, a certificate without its key, an invalid server name. Nothing was sent.
-    Config,
-    /// The broker's certificate was rejected: unknown issuer, not valid for the host name,
-    /// expired or not yet valid, ….
-    CertificateRejected,
-    /// The broker refused the handshake with a TLS alert (for example because it requires a
-    /// client certificate, or does not trust ours).
-    RejectedByServer,
-    /// The peer does not speak TLS on this port (a plain `amqp://` port?).
-    NotTls,
-    /// Any other handshake failure, including the connection closing during the handshake.
-    Handshake,
-}
-
-/// Why TLS failed. The message names the problem (with rustls' own text for handshake
-/// failures, e.g. `invalid peer certificate: UnknownIssuer`) and a hint; it never holds key
-/// material.
-#[derive(Debug)]
-pub struct TlsError {
-    kind: TlsErrorKind,
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-}
-
-impl TlsError {
-    /// An error of this kind with this message and underlying error (for adapters).
-    pub fn new(
-        kind: TlsErrorKind,
-        message: impl Into<String>,
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        TlsError {
-            kind,
-            message: message.into(),
-            source,
+/// [`crate::connect_with_transport`] with TLS: for `amqps://` the TLS settings
+/// ([`ConnectOptions::tls`]) are turned into a [`TlsClient`] first (bad settings fail before
+/// anything is dialled), then `dial` opens the TCP connection and `handshake` runs the TLS
+/// handshake over it (e.g. `tokio_rustls::TlsConnector::from(client.config)
+/// .connect(client.server_name, tcp)`). `connection_timeout` bounds dial and handshake
+/// together; a failed handshake is a [`ConnectError::Tls`] classified by
+/// [`TlsError::from_handshake`]. `amqp://` skips the handshake.
+///
+/// For runtime adapters; applications use their adapter's `connect`.
+#[cfg(feature = "tls")]
+pub async fn connect_with_tls_transport<P, S, R, D, H>(
+    options: impl IntoConnectOptions,
+    dial: impl FnOnce(&AmqpUri) -> D,
+    handshake: impl FnOnce(TlsClient, P) -> H,
+    timer: R,
+    spawn: impl FnOnce(Driver<MaybeTls<P, S>, R>) -> io::Result<()>,
+) -> Result<Connection, ConnectError>
+where
+    P: Transport,
+    S: Transport,
+    R: Timer,
+    D: Future<Output = io::Result<P>>,
+    H: Future<Output = io::Result<S>>,
+{
+    let ConnectOptions { uri, config, tls } = options.into_connect_options()?;
+    let started = timer.now();
+    tracing::debug!(
+        host = %uri.host,
+        port = uri.port,
+        tls = uri.scheme.is_tls(),
+        vhost = %config.vhost,
+        mechanism = config.sasl.name(),
+        "amqp: connecting"
+    );
+    let client = if uri.scheme.is_tls() {
+        Some(tls.client_for(&uri.host)?)
+    } else {
+        None
+    };
+    let mut expired = config
+        .connection_timeout
+        .map(|limit| timer.sleep_until(started + limit));
+    let tcp = within(&mut expired, dial(&uri))
+        .await?
+        .map_err(ConnectError::Io)?;
+    let transport = match client {
+        None => MaybeTls::plain(tcp),
+        Some(client) => {
+            let name = format!("{:?}", client.server_name);
+            let stream = within(&mut expired, handshake(client, tcp))
+                .await?
+                .map_err(|e| {
+                    let e = TlsError::from_handshake(e);
+                    tracing::debug!(server_name = %name, error = %e, "amqp: TLS handshake failed");
+                    ConnectError::Tls(e)
+                })?;
+            tracing::debug!(server_name = %name, "amqp: TLS handshake done");
+            MaybeTls::tls(stream)
         }
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> TlsErrorKind {
-        self.kind
-    }
-
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) fn source_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.source.as_deref()
-    }
+    };
+    let (connecting, driver) = start_connection(config, started, transport, timer);
+    spawn(driver).map_err(ConnectError::Io)?;
+    Ok(connecting.await?)
 }
 
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            TlsErrorKind::Config => write!(f, "invalid TLS settings: {}", self.message),
-            _ => write!(f, "TLS handshake with the broker failed: {}", self.message),
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs `f` unless `expired` (the connect deadline) comes first.
+async fn within<F: Future>(expired: &mut Option<Sleep>, f: F) -> Result<F::Output, ConnectError> {
+    let mut f = pin!(f);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
         }
-    }
-}
-
-impl std::error::Error for TlsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
+        match expired {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(ConnectError::Timeout)),
+            None => Poll::Pending,
+        }
+    })
+    .await
 }

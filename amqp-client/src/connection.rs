@@ -8,124 +8,13 @@ use std::time::Instant;
 
 use amqp_proto as proto;
 use futures_core::Stream;
-use proto::{
-    ChannelId, ConnectionConfig, Error, FieldTable, Reply, RequestId, ShortString, Tuning,
-};
+use proto::{ConnectionConfig, Error, FieldTable, Tuning};
 
 use crate::channel::Channel;
 use crate::driver::{Driver, Timer, Transport};
-use crate::shared::{ReqKind, Shared, SharedRef, Subscriber};
+use crate::handle::{ConnHandle, WaitReply, start_request};
+use crate::shared::{ConnectionEvent, ReqKind, Shared, SharedRef, Subscriber};
 use crate::util::{lock, register};
-
-/// What happens to the connection as a whole, as seen by [`Connection::events`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ConnectionEvent {
-    /// The broker stopped reading from publishers (a resource alarm); publishes now wait.
-    Blocked {
-        /// The broker's reason.
-        reason: ShortString,
-    },
-    /// The alarm cleared; publishes go on.
-    Unblocked,
-    /// The broker paused (`active: false`) or resumed publishing on a channel.
-    ChannelFlow {
-        /// The channel.
-        channel: ChannelId,
-        /// Whether publishing may go on.
-        active: bool,
-    },
-    /// The broker did something wrong but not fatal.
-    Warning(Error),
-    /// The connection is over: `None` after a close this client asked for. Always the last
-    /// event.
-    Closed(Option<Error>),
-}
-
-/// Closes the connection when the last handle (connection, channel, consumer, delivery) goes.
-#[derive(Debug)]
-pub(crate) struct ConnHandle {
-    pub(crate) shared: SharedRef,
-}
-
-impl Drop for ConnHandle {
-    fn drop(&mut self) {
-        let mut s = lock(&self.shared);
-        if !s.core.is_closed() {
-            // Refused (and harmless) when a close is already under way.
-            let _ = s.core.close("client dropped the connection");
-        }
-        s.after_command();
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("state", &self.core.state())
-            .field("channels", &self.channels.len())
-            .field("consumers", &self.consumers.len())
-            .field("requests", &self.requests.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Waits for a command's completion; forgets (and cleans up after) it when dropped.
-pub(crate) struct WaitReply<'a> {
-    shared: &'a Mutex<Shared>,
-    id: RequestId,
-    finished: bool,
-}
-
-impl<'a> WaitReply<'a> {
-    pub(crate) fn new(shared: &'a Mutex<Shared>, id: RequestId) -> Self {
-        WaitReply {
-            shared,
-            id,
-            finished: false,
-        }
-    }
-}
-
-impl Future for WaitReply<'_> {
-    type Output = Result<Reply, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = lock(self.shared).poll_request(self.id, cx);
-        if result.is_ready() {
-            self.finished = true;
-        }
-        result
-    }
-}
-
-impl Drop for WaitReply<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            lock(self.shared).abandon_request(self.id);
-        }
-    }
-}
-
-/// Runs one command under the lock and registers its waiter in the same critical section.
-pub(crate) fn start_request(
-    shared: &Mutex<Shared>,
-    command: impl FnOnce(&mut Shared) -> Result<(RequestId, ReqKind), Error>,
-) -> Result<RequestId, Error> {
-    let mut s = lock(shared);
-    let result = command(&mut s);
-    if let Ok((id, kind)) = result {
-        s.add_request(id, kind);
-    }
-    s.after_command();
-    result.map(|(id, _)| id)
-}
-
-/// A reply the core should never give to this command.
-pub(crate) fn unexpected(reply: Reply) -> Error {
-    tracing::error!(?reply, "amqp: unexpected reply from the core");
-    Error::Usage("unexpected reply to this command")
-}
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection.
 ///
@@ -135,6 +24,15 @@ pub(crate) fn unexpected(reply: Reply) -> Error {
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub(crate) handle: Arc<ConnHandle>,
+}
+
+impl Channel {
+    /// The connection this channel belongs to.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            handle: self.inner.conn.clone(),
+        }
+    }
 }
 
 impl Connection {
@@ -278,7 +176,8 @@ pub fn start_connection<T: Transport, R: Timer>(
     timer: R,
 ) -> (Connecting, Driver<T, R>) {
     let core = proto::Connection::new(config, started);
-    let shared = Arc::new(Mutex::new(Shared::new(core)));
+    let timer = Arc::new(timer);
+    let shared = Arc::new(Mutex::new(Shared::new(core, timer.clone())));
     let driver = Driver::new(shared.clone(), transport, timer);
     let connecting = Connecting {
         handle: Some(Arc::new(ConnHandle { shared })),

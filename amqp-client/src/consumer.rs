@@ -7,10 +7,12 @@ use std::task::{Context, Poll};
 
 use amqp_proto as proto;
 use futures_core::Stream;
-use proto::{ConsumerEnd, ConsumerTag, Error};
+use proto::{BasicConsumeOptions, ConsumerEnd, ConsumerTag, Error, FieldTable, Reply};
 
 use crate::channel::Channel;
-use crate::options::BasicCancelOptions;
+use crate::handle::{WaitReply, unexpected};
+use crate::options::{BasicCancelOptions, BasicGetOptions};
+use crate::shared::ReqKind;
 use crate::util::{lock, set_waker};
 
 /// The deliveries of one consumer, as a [`Stream`] of `Result<Delivery, Error>`.
@@ -206,6 +208,70 @@ impl Delivery {
     /// The message itself, without the handle.
     pub fn into_inner(self) -> proto::Delivery {
         *self.inner
+    }
+}
+
+/// The channel operations that hand out consumers and deliveries.
+impl Channel {
+    /// Starts a consumer (an empty tag lets the broker choose one). Its deliveries come out of
+    /// the returned [`Consumer`] stream.
+    pub async fn basic_consume(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        options: BasicConsumeOptions,
+        arguments: FieldTable,
+    ) -> Result<Consumer, Error> {
+        let mut consumer = 0;
+        let id = self.start(|s, ch| {
+            let id = s
+                .core
+                .basic_consume(ch, queue, consumer_tag, options, arguments)?;
+            consumer = s.next_key();
+            let kind = ReqKind::Consume {
+                channel: ch,
+                consumer,
+                no_ack: options.no_ack,
+            };
+            Ok((id, kind))
+        })?;
+        match WaitReply::new(self.shared(), id).await? {
+            Reply::Consuming { consumer_tag } => {
+                Ok(Consumer::new(self.clone(), consumer, consumer_tag))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fetches one message, if the queue has one.
+    pub async fn basic_get(
+        &self,
+        queue: &str,
+        options: BasicGetOptions,
+    ) -> Result<Option<Delivery>, Error> {
+        let id = self.start(|s, ch| {
+            let id = s.core.basic_get(ch, queue, options.no_ack)?;
+            let kind = ReqKind::Get {
+                channel: ch,
+                no_ack: options.no_ack,
+            };
+            Ok((id, kind))
+        })?;
+        match WaitReply::new(self.shared(), id).await? {
+            Reply::Get(None) => Ok(None),
+            Reply::Get(Some(message)) => {
+                let proto::GetMessage {
+                    delivery,
+                    message_count,
+                } = *message;
+                Ok(Some(Delivery::new(
+                    Box::new(delivery),
+                    self.clone(),
+                    Some(message_count),
+                )))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 }
 

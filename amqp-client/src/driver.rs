@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,12 @@ pub trait Transport: Send + Unpin + 'static {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
-/// The runtime's timer.
+/// The runtime's clock and timer: the only clock the client reads (so a test can run it on
+/// fake time).
 pub trait Timer: Send + Sync + Unpin + 'static {
+    /// The current time.
+    fn now(&self) -> Instant;
+
     /// A future that completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
@@ -66,7 +71,7 @@ type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Driver<T, R> {
     shared: SharedRef,
     io: T,
-    timer: R,
+    timer: Arc<R>,
     /// The core's read buffer, lent out while a read is pending.
     rbuf: BytesMut,
     /// Chunks taken from the core, being written.
@@ -97,7 +102,7 @@ enum Step {
 }
 
 impl<T: Transport, R: Timer> Driver<T, R> {
-    pub(crate) fn new(shared: SharedRef, io: T, timer: R) -> Self {
+    pub(crate) fn new(shared: SharedRef, io: T, timer: Arc<R>) -> Self {
         let rbuf = std::mem::take(lock(&shared).core.read_buf());
         Driver {
             shared,
@@ -121,7 +126,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         self.out.clear();
         let mut s = lock(&self.shared);
         s.core
-            .handle_transport_error(e.kind(), e.to_string(), Instant::now());
+            .handle_transport_error(e.kind(), e.to_string(), self.timer.now());
         s.dispatch();
     }
 
@@ -137,7 +142,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             return true;
         }
         let mut s = lock(&self.shared);
-        let now = Instant::now();
+        let now = self.timer.now();
         // Hand the buffer back to the core, which decodes in place (bodies stay slices of it).
         std::mem::swap(s.core.read_buf(), &mut self.rbuf);
         match result {
@@ -246,7 +251,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         if closed {
             self.read_done = true;
             self.sleep = None;
-            let now = Instant::now();
+            let now = self.timer.now();
             let (until, sleep) = self.flush_deadline.get_or_insert_with(|| {
                 (
                     now + FLUSH_AFTER_CLOSE,
@@ -279,7 +284,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.sleep = None;
                 let mut s = lock(&self.shared);
-                s.core.handle_timeout(Instant::now());
+                s.core.handle_timeout(self.timer.now());
                 s.dispatch();
                 progress = true;
             }
@@ -327,10 +332,11 @@ impl<T, R> Drop for Driver<T, R> {
         let mut s = lock(&self.shared);
         s.driver_done = true;
         if !s.core.is_closed() {
+            let now = s.now();
             s.core.handle_transport_error(
                 io::ErrorKind::Other,
                 "the connection's driver task was stopped".into(),
-                Instant::now(),
+                now,
             );
             s.dispatch();
         }

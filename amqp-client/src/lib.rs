@@ -21,6 +21,11 @@
 //! * Publishing waits (it does not fail) while the broker blocks the connection, pauses the
 //!   channel, or more than `high_water_mark` bytes are queued; acks never wait.
 //! * Every waiter fails with the core's real error on every close path.
+//! * The driver reads the time only from its [`Timer`], so the whole glue runs on a fake
+//!   clock over an in-memory transport: `amqp_conformance::client::ClientPair` wires it to a
+//!   scripted broker (see this crate's `tests/glue.rs`).
+//! * Modules stand on each other in one direction: `shared` (the core and the waiter tables)
+//!   at the bottom, then `handle` (request plumbing), `driver`, and the handles above them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +34,8 @@ mod connect;
 mod connection;
 mod consumer;
 mod driver;
+mod error;
+mod handle;
 mod options;
 mod shared;
 #[cfg(feature = "tls")]
@@ -36,19 +43,20 @@ pub mod tls;
 mod util;
 
 pub use channel::{Channel, Confirmation, PublishConfirm, Returns};
-pub use connect::{
-    ConnectError, ConnectOptions, IntoConnectOptions, TlsError, TlsErrorKind,
-    connect_with_transport,
-};
-pub use connection::{Connecting, Connection, ConnectionEvent, Events, start_connection};
+#[cfg(feature = "tls")]
+pub use connect::connect_with_tls_transport;
+pub use connect::{ConnectOptions, IntoConnectOptions, connect_with_transport};
+pub use connection::{Connecting, Connection, Events, start_connection};
 pub use consumer::{Consumer, Delivery};
 pub use driver::{Driver, Timer, Transport};
+pub use error::{ConnectError, TlsError, TlsErrorKind};
 pub use options::{
     BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,
 };
+pub use shared::ConnectionEvent;
 #[cfg(feature = "tls")]
-pub use tls::{MaybeTls, TlsClient, TlsOptions, connect_with_tls_transport};
+pub use tls::{MaybeTls, TlsClient, TlsOptions};
 
 pub use amqp_proto;
 pub use amqp_proto::uri::{AmqpUri, UriError};

@@ -11,16 +11,42 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use amqp_proto as proto;
 use proto::{
     ChannelId, ConsumerEnd, ConsumerTag, DeliveryTag, Error, Event, Reply, RequestId,
-    ReturnedMessage,
+    ReturnedMessage, ShortString,
 };
 use smallvec::SmallVec;
 
-use crate::connection::ConnectionEvent;
+use crate::driver::Timer;
 use crate::util::{Map, set_waker, wake_all};
+
+/// What happens to the connection as a whole, as seen by [`Connection::events`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The broker stopped reading from publishers (a resource alarm); publishes now wait.
+    Blocked {
+        /// The broker's reason.
+        reason: ShortString,
+    },
+    /// The alarm cleared; publishes go on.
+    Unblocked,
+    /// The broker paused (`active: false`) or resumed publishing on a channel.
+    ChannelFlow {
+        /// The channel.
+        channel: ChannelId,
+        /// Whether publishing may go on.
+        active: bool,
+    },
+    /// The broker did something wrong but not fatal.
+    Warning(Error),
+    /// The connection is over: `None` after a close this client asked for. Always the last
+    /// event.
+    Closed(Option<Error>),
+}
 
 /// The lock every handle and the driver share.
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;
@@ -237,6 +263,8 @@ pub(crate) struct Subscriber {
 /// Everything behind the lock.
 pub(crate) struct Shared {
     pub(crate) core: proto::Connection,
+    /// The runtime's clock (the driver's timer): the only clock the client reads.
+    clock: Arc<dyn Timer>,
     driver_waker: Option<Waker>,
     /// The driver found no output and waits to be woken when there is some.
     driver_idle: bool,
@@ -262,10 +290,22 @@ pub(crate) struct Shared {
     pub(crate) driver_done: bool,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.core.state())
+            .field("channels", &self.channels.len())
+            .field("consumers", &self.consumers.len())
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(core: proto::Connection) -> Self {
+    pub(crate) fn new(core: proto::Connection, clock: Arc<dyn Timer>) -> Self {
         Shared {
             core,
+            clock,
             driver_waker: None,
             driver_idle: false,
             requests: Map::default(),
@@ -282,6 +322,12 @@ impl Shared {
             close_error: None,
             driver_done: false,
         }
+    }
+
+    /// The current time, from the runtime's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     pub(crate) fn next_key(&mut self) -> u64 {

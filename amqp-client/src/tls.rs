@@ -43,13 +43,10 @@
 //! ```
 
 use std::fmt;
-use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
-use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use amqp_proto::uri::{AmqpUri, ServerNameIndication, Verify};
 use bytes::BytesMut;
@@ -59,9 +56,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::connect::{ConnectError, ConnectOptions, IntoConnectOptions, TlsError, TlsErrorKind};
-use crate::connection::{Connection, start_connection};
-use crate::driver::{Driver, Timer, Transport};
+use crate::driver::Transport;
+use crate::error::{TlsError, TlsErrorKind};
 
 pub use rustls;
 
@@ -664,87 +660,6 @@ impl<P: Transport, S: Transport> Transport for MaybeTls<P, S> {
             Inner::Tls { io, .. } => io.poll_shutdown(cx),
         }
     }
-}
-
-/// [`crate::connect_with_transport`] with TLS: for `amqps://` the TLS settings
-/// ([`ConnectOptions::tls`]) are turned into a [`TlsClient`] first (bad settings fail before
-/// anything is dialled), then `dial` opens the TCP connection and `handshake` runs the TLS
-/// handshake over it (e.g. `tokio_rustls::TlsConnector::from(client.config)
-/// .connect(client.server_name, tcp)`). `connection_timeout` bounds dial and handshake
-/// together; a failed handshake is a [`ConnectError::Tls`] classified by
-/// [`TlsError::from_handshake`]. `amqp://` skips the handshake.
-///
-/// For runtime adapters; applications use their adapter's `connect`.
-pub async fn connect_with_tls_transport<P, S, R, D, H>(
-    options: impl IntoConnectOptions,
-    dial: impl FnOnce(&AmqpUri) -> D,
-    handshake: impl FnOnce(TlsClient, P) -> H,
-    timer: R,
-    spawn: impl FnOnce(Driver<MaybeTls<P, S>, R>) -> io::Result<()>,
-) -> Result<Connection, ConnectError>
-where
-    P: Transport,
-    S: Transport,
-    R: Timer,
-    D: Future<Output = io::Result<P>>,
-    H: Future<Output = io::Result<S>>,
-{
-    let ConnectOptions { uri, config, tls } = options.into_connect_options()?;
-    let started = Instant::now();
-    tracing::debug!(
-        host = %uri.host,
-        port = uri.port,
-        tls = uri.scheme.is_tls(),
-        vhost = %config.vhost,
-        mechanism = config.sasl.name(),
-        "amqp: connecting"
-    );
-    let client = if uri.scheme.is_tls() {
-        Some(tls.client_for(&uri.host)?)
-    } else {
-        None
-    };
-    let mut expired = config
-        .connection_timeout
-        .map(|limit| timer.sleep_until(started + limit));
-    let tcp = within(&mut expired, dial(&uri))
-        .await?
-        .map_err(ConnectError::Io)?;
-    let transport = match client {
-        None => MaybeTls::plain(tcp),
-        Some(client) => {
-            let name = format!("{:?}", client.server_name);
-            let stream = within(&mut expired, handshake(client, tcp))
-                .await?
-                .map_err(|e| {
-                    let e = TlsError::from_handshake(e);
-                    tracing::debug!(server_name = %name, error = %e, "amqp: TLS handshake failed");
-                    ConnectError::Tls(e)
-                })?;
-            tracing::debug!(server_name = %name, "amqp: TLS handshake done");
-            MaybeTls::tls(stream)
-        }
-    };
-    let (connecting, driver) = start_connection(config, started, transport, timer);
-    spawn(driver).map_err(ConnectError::Io)?;
-    Ok(connecting.await?)
-}
-
-type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs `f` unless `expired` (the connect deadline) comes first.
-async fn within<F: Future>(expired: &mut Option<Sleep>, f: F) -> Result<F::Output, ConnectError> {
-    let mut f = pin!(f);
-    poll_fn(|cx| {
-        if let Poll::Ready(v) = f.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        match expired {
-            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(ConnectError::Timeout)),
-            None => Poll::Pending,
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ impl Transport for Counting {
 struct Sleeper;
 
 impl Timer for Sleeper {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }

@@ -201,6 +201,11 @@ impl Transport for TokioTransport {
 pub struct TokioTimer;
 
 impl Timer for TokioTimer {
+    fn now(&self) -> Instant {
+        // tokio's clock, so that a paused test runtime moves the connection's time too.
+        tokio::time::Instant::now().into_std()
+    }
+
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }

@@ -6,6 +6,7 @@
 
 #![recursion_limit = "4096"] // `strip_await!` over the longest scenario needs about 2048.
 
+pub mod client;
 pub mod conformance;
 pub mod node;
 pub mod peer;

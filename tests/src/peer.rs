@@ -125,6 +125,18 @@ impl ScriptedPeer {
             .expect("peer content encodes");
     }
 
+    /// Queues a `basic.deliver` of `body` to consumer `consumer_tag` (split at `frame_max`).
+    pub fn deliver(&mut self, channel: u16, consumer_tag: &str, delivery_tag: u64, body: &[u8]) {
+        let deliver = BasicDeliver {
+            consumer_tag: Pair::s(consumer_tag),
+            delivery_tag,
+            redelivered: false,
+            exchange: ShortString::empty(),
+            routing_key: Pair::s("q"),
+        };
+        self.send_content(channel, deliver, &BasicProperties::default(), body);
+    }
+
     /// Queues raw bytes (for malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.outbound.push_raw(bytes);
@@ -154,6 +166,47 @@ pub struct Published {
     pub body: Vec<u8>,
     /// How many body frames carried it.
     pub body_frames: usize,
+}
+
+impl Published {
+    /// Reads one whole published message on `channel` from the frames `next` yields.
+    ///
+    /// # Panics
+    /// If the frames are anything else or stop mid-message.
+    #[track_caller]
+    pub fn read(channel: u16, mut next: impl FnMut() -> Option<Frame>) -> Published {
+        let method = match next() {
+            Some(Frame::Method(ch, Method::BasicPublish(m))) if ch == channel => m,
+            other => panic!("expected basic.publish on channel {channel}, got {other:?}"),
+        };
+        let header = match next() {
+            Some(Frame::Header(ch, h)) if ch == channel => h,
+            other => panic!("expected a content header on channel {channel}, got {other:?}"),
+        };
+        let mut body = Vec::new();
+        let mut body_frames = 0;
+        while (body.len() as u64) < header.body_size {
+            match next() {
+                Some(Frame::Body(ch, b)) if ch == channel => {
+                    body.extend_from_slice(&b);
+                    body_frames += 1;
+                }
+                other => panic!("expected a body frame on channel {channel}, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            body.len() as u64,
+            header.body_size,
+            "body longer than its header says"
+        );
+        Published {
+            channel,
+            method,
+            header,
+            body,
+            body_frames,
+        }
+    }
 }
 
 /// A client [`Connection`] and a [`ScriptedPeer`] wired together in memory, with a fake clock.
@@ -440,37 +493,7 @@ impl Pair {
     /// If the client sent anything else or stopped mid-message.
     #[track_caller]
     pub fn expect_published(&mut self, channel: u16) -> Published {
-        let method = match self.expect_method(channel) {
-            Method::BasicPublish(m) => m,
-            other => panic!("expected basic.publish on channel {channel}, got {other:?}"),
-        };
-        let header = match self.next_frame() {
-            Some(Frame::Header(ch, h)) if ch == channel => h,
-            other => panic!("expected a content header on channel {channel}, got {other:?}"),
-        };
-        let mut body = Vec::new();
-        let mut body_frames = 0;
-        while (body.len() as u64) < header.body_size {
-            match self.next_frame() {
-                Some(Frame::Body(ch, b)) if ch == channel => {
-                    body.extend_from_slice(&b);
-                    body_frames += 1;
-                }
-                other => panic!("expected a body frame on channel {channel}, got {other:?}"),
-            }
-        }
-        assert_eq!(
-            body.len() as u64,
-            header.body_size,
-            "body longer than its header says"
-        );
-        Published {
-            channel,
-            method,
-            header,
-            body,
-            body_frames,
-        }
+        Published::read(channel, || self.next_frame())
     }
 
     /// Starts a consumer with tag `tag` on `queue` through the whole exchange
@@ -557,14 +580,8 @@ impl Pair {
 
     /// Sends a `basic.deliver` with `body` from the peer (split at the peer's frame_max).
     pub fn deliver(&mut self, channel: u16, consumer_tag: &str, delivery_tag: u64, body: &[u8]) {
-        let deliver = BasicDeliver {
-            consumer_tag: Pair::s(consumer_tag),
-            delivery_tag,
-            redelivered: false,
-            exchange: ShortString::empty(),
-            routing_key: Pair::s("q"),
-        };
-        self.send_content(channel, deliver, &BasicProperties::default(), body);
+        self.peer.deliver(channel, consumer_tag, delivery_tag, body);
+        self.pump();
     }
 
     /// The next event, which must be a delivery.

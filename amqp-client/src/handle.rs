@@ -1,0 +1,87 @@
+//! What every handle stands on: the connection's keep-alive ([`ConnHandle`]) and the
+//! request/reply plumbing (start a core command and register its waiter under one lock,
+//! then wait for its completion).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use amqp_proto::{Error, Reply, RequestId};
+
+use crate::shared::{ReqKind, Shared, SharedRef};
+use crate::util::lock;
+
+/// Closes the connection when the last handle (connection, channel, consumer, delivery) goes.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) shared: SharedRef,
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        let mut s = lock(&self.shared);
+        if !s.core.is_closed() {
+            // Refused (and harmless) when a close is already under way.
+            let _ = s.core.close("client dropped the connection");
+        }
+        s.after_command();
+    }
+}
+
+/// Waits for a command's completion; forgets (and cleans up after) it when dropped.
+pub(crate) struct WaitReply<'a> {
+    shared: &'a Mutex<Shared>,
+    id: RequestId,
+    finished: bool,
+}
+
+impl<'a> WaitReply<'a> {
+    pub(crate) fn new(shared: &'a Mutex<Shared>, id: RequestId) -> Self {
+        WaitReply {
+            shared,
+            id,
+            finished: false,
+        }
+    }
+}
+
+impl Future for WaitReply<'_> {
+    type Output = Result<Reply, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = lock(self.shared).poll_request(self.id, cx);
+        if result.is_ready() {
+            self.finished = true;
+        }
+        result
+    }
+}
+
+impl Drop for WaitReply<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(self.shared).abandon_request(self.id);
+        }
+    }
+}
+
+/// Runs one command under the lock and registers its waiter in the same critical section.
+pub(crate) fn start_request(
+    shared: &Mutex<Shared>,
+    command: impl FnOnce(&mut Shared) -> Result<(RequestId, ReqKind), Error>,
+) -> Result<RequestId, Error> {
+    let mut s = lock(shared);
+    let result = command(&mut s);
+    if let Ok((id, kind)) = result {
+        s.add_request(id, kind);
+    }
+    s.after_command();
+    result.map(|(id, _)| id)
+}
+
+/// A reply the core should never give to this command.
+pub(crate) fn unexpected(reply: Reply) -> Error {
+    tracing::error!(?reply, "amqp: unexpected reply from the core");
+    Error::Usage("unexpected reply to this command")
+}
