@@ -141,13 +141,6 @@ pub fn make_payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
 }
 
-/// Process CPU time (user + sys, all threads) from getrusage(RUSAGE_SELF).
-pub fn process_cpu_time() -> Duration {
-    let ru = rusage();
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Peak resident set size of this process in KiB (ru_maxrss, Linux units).
 pub fn peak_rss_kib() -> u64 {
     rusage().ru_maxrss as u64
@@ -177,17 +170,55 @@ fn rusage() -> libc::rusage {
     }
 }
 
+/// The process' counters from getrusage(RUSAGE_SELF), all threads (live and
+/// exited): CPU time, page faults, context switches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu: Duration,
+    /// Minor page faults (a fresh page mapped, no I/O).
+    pub minflt: u64,
+    pub majflt: u64,
+    /// Voluntary context switches: a thread blocked (read, futex, poll).
+    pub nvcsw: u64,
+    /// Involuntary ones: a thread preempted.
+    pub nivcsw: u64,
+}
+
+impl Usage {
+    pub fn now() -> Self {
+        let ru = rusage();
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+        Usage {
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            minflt: ru.ru_minflt as u64,
+            majflt: ru.ru_majflt as u64,
+            nvcsw: ru.ru_nvcsw as u64,
+            nivcsw: ru.ru_nivcsw as u64,
+        }
+    }
+
+    fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            minflt: self.minflt.saturating_sub(earlier.minflt),
+            majflt: self.majflt.saturating_sub(earlier.majflt),
+            nvcsw: self.nvcsw.saturating_sub(earlier.nvcsw),
+            nivcsw: self.nivcsw.saturating_sub(earlier.nivcsw),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Mark {
     wall: Instant,
-    cpu: Duration,
+    usage: Usage,
 }
 
 impl Mark {
     fn now() -> Self {
         Mark {
             wall: Instant::now(),
-            cpu: process_cpu_time(),
+            usage: Usage::now(),
         }
     }
 }
@@ -201,6 +232,10 @@ impl Mark {
 /// resets the kernel's high-water mark, `stop()` reads it again, giving the
 /// peak of the timed section alone; the whole-process peak stays available
 /// as the max of both.
+///
+/// Syscall counts: when the parent runs the child under `perf stat`
+/// (`crate::perfstat`), `start()` enables its counters and `stop()` disables
+/// them, so they cover the timed section only.
 #[derive(Debug, Default)]
 pub struct Timer {
     start: Option<Mark>,
@@ -215,6 +250,7 @@ impl Timer {
         assert!(self.start.is_none(), "Timer::start called twice");
         self.peak_before_kib = peak_rss_kib();
         self.reset_ok = reset_peak_rss();
+        crate::perfstat::control("enable");
         self.start = Some(Mark::now());
     }
 
@@ -222,6 +258,7 @@ impl Timer {
         assert!(self.start.is_some(), "Timer::stop before start");
         assert!(self.stop.is_none(), "Timer::stop called twice");
         self.stop = Some(Mark::now());
+        crate::perfstat::control("disable");
         if self.reset_ok {
             self.timed_peak_kib = vm_hwm_kib();
         }
@@ -240,10 +277,10 @@ impl Timer {
             .max(self.timed_peak_kib.unwrap_or(0))
     }
 
-    /// (wall time, process CPU time) of the timed section.
-    pub fn elapsed(&self) -> Result<(Duration, Duration)> {
+    /// (wall time, process counters) of the timed section.
+    pub fn elapsed(&self) -> Result<(Duration, Usage)> {
         match (self.start, self.stop) {
-            (Some(a), Some(b)) => Ok((b.wall - a.wall, b.cpu.saturating_sub(a.cpu))),
+            (Some(a), Some(b)) => Ok((b.wall - a.wall, b.usage.since(a.usage))),
             _ => bail!("scenario did not call Timer::start/stop"),
         }
     }
@@ -268,6 +305,29 @@ pub struct Measurement {
     /// /proc/self/clear_refs at `Timer::start`), KiB; None if unsupported.
     #[serde(default)]
     pub timed_peak_rss_kib: Option<u64>,
+    /// Per message, over the timed section, from getrusage: minor + major
+    /// page faults, voluntary and involuntary context switches.
+    #[serde(default)]
+    pub faults_per_msg: f64,
+    #[serde(default)]
+    pub vcsw_per_msg: f64,
+    #[serde(default)]
+    pub ivcsw_per_msg: f64,
+    /// Per message, over the timed section, counted by `perf stat` (filled
+    /// in by the parent; None without perf): all syscalls, the socket
+    /// reads (read, readv, recvfrom, recvmsg), writes (write, writev, sendto,
+    /// sendmsg) and futex calls (lock hand-offs and thread wake-ups).
+    #[serde(default)]
+    pub syscalls_per_msg: Option<f64>,
+    #[serde(default)]
+    pub reads_per_msg: Option<f64>,
+    #[serde(default)]
+    pub writes_per_msg: Option<f64>,
+    #[serde(default)]
+    pub futex_per_msg: Option<f64>,
+    /// Which broker: "rabbitmq" or "fake".
+    #[serde(default)]
+    pub broker: String,
 }
 
 pub const RESULT_PREFIX: &str = "BENCH_RESULT ";

@@ -11,7 +11,12 @@
 //! See README.md for the exact definition of every scenario.
 
 mod clients;
+mod fake_broker;
+mod floor;
 mod harness;
+mod perfstat;
+mod table;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -25,6 +30,7 @@ use harness::{
     Broker, DEFAULT_SIZES, Measurement, Params, RESULT_PREFIX, Scenario, fmt_size, make_payload,
     parse_size,
 };
+use table::render_table;
 
 const USAGE: &str = "\
 bench: AMQP 0-9-1 client benchmark: lapin, amqprs vs ours (amqp-tokio, amqp-async-std, amqp-blocking)
@@ -39,7 +45,11 @@ OPTIONS:
   --count-small N       N for sizes < 64 KiB (default 200000)
   --count-large N       N for sizes >= 64 KiB (default 5000)
   --clients LIST        comma-separated (default: all =
-                        lapin,amqprs,amqp-tokio,amqp-async-std,amqp-blocking)
+                        floor,lapin,amqprs,amqp-tokio,amqp-async-std,amqp-blocking;
+                        `floor` is the kernel floor: the same bytes, no AMQP)
+  --fake                clients talk to the fake broker (a separate process on
+                        loopback, started by the parent) instead of RabbitMQ
+  --no-perf             don't run children under `perf stat` (no syscall columns)
   --scenarios LIST      publish,publish_confirms,consume,e2e (default: all)
   --sizes LIST          e.g. 16,1k,128k (default: 16,1k,128k)
   --prefetch N          consumer prefetch (default 1000)
@@ -54,6 +64,8 @@ OPTIONS:
 INTERNAL (used by the parent):
   --one CLIENT SCENARIO SIZE --count N --queue NAME    run one measurement
   --cleanup QUEUE                                      delete a queue (lapin)
+  --serve-fake                                         run the fake broker
+  --fake-addr HOST:PORT                                the fake broker (floor)
 ";
 
 #[derive(Debug)]
@@ -74,6 +86,10 @@ struct Opts {
     one: Option<(ClientKind, Scenario, usize)>,
     queue: Option<String>,
     cleanup: Option<String>,
+    fake: bool,
+    perf: bool,
+    serve_fake: bool,
+    fake_addr: Option<String>,
 }
 
 /// Sizes at or above this use `count_large`.
@@ -104,6 +120,10 @@ fn parse_args() -> Result<Opts> {
         one: None,
         queue: None,
         cleanup: None,
+        fake: false,
+        perf: true,
+        serve_fake: false,
+        fake_addr: None,
     };
     let mut count_all: Option<u64> = None;
     let mut quick = false;
@@ -119,6 +139,10 @@ fn parse_args() -> Result<Opts> {
                 std::process::exit(0);
             }
             "--quick" => quick = true,
+            "--fake" => o.fake = true,
+            "--no-perf" => o.perf = false,
+            "--serve-fake" => o.serve_fake = true,
+            "--fake-addr" => o.fake_addr = Some(next(&mut args, a)?),
             "--reps" => o.reps = next(&mut args, a)?.parse()?,
             "--count" => count_all = Some(next(&mut args, a)?.parse()?),
             "--count-small" => o.count_small = next(&mut args, a)?.parse()?,
@@ -189,7 +213,7 @@ impl Opts {
     /// Flags a child needs to reproduce our broker/tuning settings.
     fn child_args(&self) -> Vec<String> {
         let b = &self.broker;
-        vec![
+        let mut args = vec![
             "--host".into(),
             b.host.clone(),
             "--port".into(),
@@ -204,7 +228,11 @@ impl Opts {
             self.prefetch.to_string(),
             "--window".into(),
             self.window.to_string(),
-        ]
+        ];
+        if let Some(a) = &self.fake_addr {
+            args.extend(["--fake-addr".into(), a.clone()]);
+        }
+        args
     }
 }
 
@@ -217,13 +245,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn main() {
-    let res = parse_args().and_then(|o| {
-        if let Some(one) = o.one {
+    let res = parse_args().and_then(|mut o| {
+        if o.serve_fake {
+            serve_fake_main()
+        } else if let Some(one) = o.one {
             child_main(&o, one)
         } else if let Some(q) = &o.cleanup {
             cleanup_main(&o, q)
         } else {
-            parent_main(&o)
+            parent_main(&mut o)
         }
     });
     if let Err(e) = res {
@@ -238,15 +268,24 @@ fn child_main(o: &Opts, (client, scenario, size): (ClientKind, Scenario, usize))
     let queue = o.queue.clone().context("--one needs --queue")?;
     let count = o.count_for(size);
     let params = o.params(queue, size, count);
-    let rt = runtime()?;
-    // Spawned (not block_on'd) so that the whole scenario, like the client
-    // libraries' own tasks, runs on the 2 runtime workers.
-    let timer = rt.block_on(async move {
-        tokio::spawn(async move { client.run(scenario, &params).await })
-            .await
-            .context("scenario task panicked")?
-    })?;
-    let (wall, cpu) = timer.elapsed()?;
+    let timer = if client == ClientKind::Floor {
+        let addr = o
+            .fake_addr
+            .as_deref()
+            .context("the floor needs --fake-addr")?;
+        floor::run(scenario, &params, addr)?
+    } else {
+        let rt = runtime()?;
+        // Spawned (not block_on'd) so that the whole scenario, like the client
+        // libraries' own tasks, runs on the 2 runtime workers.
+        rt.block_on(async move {
+            tokio::spawn(async move { client.run(scenario, &params).await })
+                .await
+                .context("scenario task panicked")?
+        })?
+    };
+    let (wall, u) = timer.elapsed()?;
+    let per = |x: u64| x as f64 / count as f64;
     let m = Measurement {
         client: client.name().into(),
         scenario: scenario.name().into(),
@@ -254,15 +293,53 @@ fn child_main(o: &Opts, (client, scenario, size): (ClientKind, Scenario, usize))
         count,
         secs: wall.as_secs_f64(),
         msgs_per_sec: count as f64 / wall.as_secs_f64(),
-        cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / count as f64,
+        cpu_us_per_msg: u.cpu.as_secs_f64() * 1e6 / count as f64,
         peak_rss_kib: timer.process_peak_kib(),
         timed_peak_rss_kib: timer.timed_peak_kib(),
+        faults_per_msg: per(u.minflt + u.majflt),
+        vcsw_per_msg: per(u.nvcsw),
+        ivcsw_per_msg: per(u.nivcsw),
+        syscalls_per_msg: None,
+        reads_per_msg: None,
+        writes_per_msg: None,
+        futex_per_msg: None,
+        broker: if o.fake { "fake" } else { "rabbitmq" }.into(),
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{RESULT_PREFIX}{}", serde_json::to_string(&m)?)?;
     out.flush()?;
     // Don't wait for lingering library threads/tasks on the way out.
     std::process::exit(0);
+}
+
+/// `--serve-fake`: the fake broker, on an ephemeral loopback port.
+fn serve_fake_main() -> Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    println!("{}{}", fake_broker::READY_PREFIX, listener.local_addr()?);
+    std::io::stdout().flush()?;
+    fake_broker::serve(listener)
+}
+
+/// Starts the fake broker process; returns it and its address.
+fn start_fake_broker() -> Result<(std::process::Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--serve-fake")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the fake broker")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )?;
+    let addr = line
+        .trim()
+        .strip_prefix(fake_broker::READY_PREFIX)
+        .context("the fake broker did not start")?
+        .to_string();
+    Ok((child, addr))
 }
 
 fn cleanup_main(o: &Opts, queue: &str) -> Result<()> {
@@ -284,10 +361,22 @@ enum ChildOutcome {
 }
 
 fn run_child(o: &Opts, args: &[String]) -> Result<ChildOutcome> {
+    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("current_exe")?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .args(o.child_args())
+    let mut all: Vec<String> = args.to_vec();
+    all.extend(o.child_args());
+    let (wrapped, mut cmd) = if o.perf {
+        let dir = std::env::temp_dir().join(format!("amqp-bench-perf-{}", std::process::id()));
+        let (w, c) = perfstat::Wrapped::new(dir, &exe, &all)?;
+        (Some(w), c)
+    } else {
+        let mut c = Command::new(exe);
+        c.args(&all);
+        (None, c)
+    };
+    // Its own process group, so that a timeout kills perf and the child.
+    let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -305,7 +394,8 @@ fn run_child(o: &Opts, args: &[String]) -> Result<ChildOutcome> {
             break Some(st);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            // SAFETY: signals the process group we created above.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;
         }
@@ -323,36 +413,48 @@ fn run_child(o: &Opts, args: &[String]) -> Result<ChildOutcome> {
     }
     for line in out.lines() {
         if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
-            return Ok(ChildOutcome::Ok(serde_json::from_str(json)?));
+            let mut m: Measurement = serde_json::from_str(json)?;
+            if let Some(w) = &wrapped {
+                let counts = w.counts();
+                let per = |k: &str| counts.get(k).map(|&v| v as f64 / m.count as f64);
+                m.syscalls_per_msg = per("syscalls");
+                m.reads_per_msg = per("reads");
+                m.writes_per_msg = per("writes");
+                m.futex_per_msg = per("futex");
+            }
+            return Ok(ChildOutcome::Ok(m));
         }
     }
     Ok(ChildOutcome::Failed("child printed no result".into()))
 }
 
-fn fmt_mib(kib: Option<u64>) -> String {
-    kib.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+fn parent_main(o: &mut Opts) -> Result<()> {
+    if o.perf && !perfstat::available() {
+        eprintln!("bench: `perf stat` cannot count syscalls here; syscall columns stay empty");
+        o.perf = false;
     }
+    let needs_fake = o.fake || o.clients.contains(&ClientKind::Floor);
+    let mut fake = None;
+    if needs_fake {
+        let (child, addr) = start_fake_broker()?;
+        eprintln!("bench: fake broker at {addr}");
+        if o.fake {
+            let (host, port) = addr.rsplit_once(':').context("fake broker address")?;
+            o.broker.host = host.into();
+            o.broker.port = port.parse()?;
+        }
+        o.fake_addr = Some(addr);
+        fake = Some(child);
+    }
+    let res = run_all(o);
+    if let Some(mut child) = fake {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    res
 }
 
-#[derive(Clone, Copy)]
-struct Cell {
-    msgs_per_sec: f64,
-    cpu_us: f64,
-    rss_mib: f64,
-    timed_rss_mib: Option<f64>,
-    ok: usize,
-}
-
-fn parent_main(o: &Opts) -> Result<()> {
+fn run_all(o: &Opts) -> Result<()> {
     let run_id = format!(
         "{}-{}",
         std::process::id(),
@@ -411,11 +513,13 @@ fn parent_main(o: &Opts) -> Result<()> {
                     match run_child(o, &args)? {
                         ChildOutcome::Ok(m) => {
                             eprintln!(
-                                "{label} {:>10.0} msg/s {:>7.2} us/msg {:>8.1} MiB peak {:>8} MiB timed  ({:.1}s)",
+                                "{label} {:>10.0} msg/s {:>7.2} us/msg {:>7.1} MiB peak {:>6.2} flt/msg {:>6.2} csw/msg {:>6} sys/msg  ({:.1}s)",
                                 m.msgs_per_sec,
                                 m.cpu_us_per_msg,
                                 m.peak_rss_kib as f64 / 1024.0,
-                                fmt_mib(m.timed_peak_rss_kib),
+                                m.faults_per_msg,
+                                m.vcsw_per_msg + m.ivcsw_per_msg,
+                                m.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
                                 t0.elapsed().as_secs_f64()
                             );
                             if let Some(f) = out_file.as_mut() {
@@ -451,32 +555,17 @@ fn parent_main(o: &Opts) -> Result<()> {
     let took = started.elapsed().as_secs_f64();
     eprintln!("bench: done in {took:.0}s, {failures} failed; load average at end: {load_end}");
 
-    // Medians per cell.
-    let mut cells: BTreeMap<(Scenario, usize, ClientKind), Cell> = BTreeMap::new();
-    for (k, ms) in &results {
-        if ms.is_empty() {
-            continue;
-        }
-        let mut thr: Vec<f64> = ms.iter().map(|m| m.msgs_per_sec).collect();
-        let mut cpu: Vec<f64> = ms.iter().map(|m| m.cpu_us_per_msg).collect();
-        let mut rss: Vec<f64> = ms.iter().map(|m| m.peak_rss_kib as f64 / 1024.0).collect();
-        let mut timed: Vec<f64> = ms
-            .iter()
-            .filter_map(|m| m.timed_peak_rss_kib)
-            .map(|k| k as f64 / 1024.0)
-            .collect();
-        cells.insert(
-            *k,
-            Cell {
-                msgs_per_sec: median(&mut thr),
-                cpu_us: median(&mut cpu),
-                rss_mib: median(&mut rss),
-                timed_rss_mib: (!timed.is_empty()).then(|| median(&mut timed)),
-                ok: ms.len(),
-            },
-        );
-    }
-    let (text, md) = render_table(o, &results, &cells);
+    let cells = table::medians(&results);
+    let view = table::View {
+        reps: o.reps,
+        count_small: o.count_small,
+        count_large: o.count_large,
+        scenarios: &o.scenarios,
+        sizes: &o.sizes,
+        clients: &o.clients,
+        broker: if o.fake { "fake broker" } else { "RabbitMQ" },
+    };
+    let (text, md) = render_table(&view, &results, &cells);
     print!("{text}");
     if let Some(path) = &o.markdown {
         let info = format!(
@@ -516,126 +605,9 @@ fn utc_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
-}
-
-/// The final table, as aligned text (stdout) and as markdown (`--markdown`).
-fn render_table(
-    o: &Opts,
-    results: &BTreeMap<(Scenario, usize, ClientKind), Vec<Measurement>>,
-    cells: &BTreeMap<(Scenario, usize, ClientKind), Cell>,
-) -> (String, String) {
-    use std::fmt::Write as _;
-    let ours_present = o.clients.iter().any(|c| c.is_ours());
-    let mut text = String::new();
-    let mut md = String::new();
-    let title = format!(
-        "median of {} rep(s); N = {} (< 64 KiB), {} (>= 64 KiB); tokio multi-thread runtime, 2 workers",
-        o.reps, o.count_small, o.count_large
-    );
-    let _ = writeln!(text, "\n{title}");
-    let _ = writeln!(md, "{title}\n");
-    let mut header = format!(
-        "{:<17} {:>8} {:<14} {:>12} {:>12} {:>13} {:>10}",
-        "scenario", "size", "client", "msgs/s", "CPU us/msg", "peak RSS MiB", "timed MiB"
-    );
-    md.push_str("| scenario | size | client | msgs/s | CPU µs/msg | peak RSS MiB | timed MiB |");
-    if ours_present {
-        header.push_str(&format!(
-            " {:>10} {:>9} {:>9}",
-            "thr/best", "cpu/best", "rss/best"
-        ));
-        md.push_str(" thr/best | cpu/best | rss/best |");
-    }
-    let _ = writeln!(text, "{header}");
-    let _ = writeln!(text, "{}", "-".repeat(header.len()));
-    md.push_str("\n| --- | ---: | --- | ---: | ---: | ---: | ---: |");
-    if ours_present {
-        md.push_str(" ---: | ---: | ---: |");
-    }
-    md.push('\n');
-    for &scenario in &o.scenarios {
-        for &size in &o.sizes {
-            // Best of the reference (non-ours) clients, per metric.
-            let refs: Vec<Cell> = o
-                .clients
-                .iter()
-                .filter(|c| !c.is_ours())
-                .filter_map(|c| cells.get(&(scenario, size, *c)).copied())
-                .collect();
-            let best_thr = refs.iter().map(|c| c.msgs_per_sec).fold(f64::NAN, f64::max);
-            let best_cpu = refs.iter().map(|c| c.cpu_us).fold(f64::NAN, f64::min);
-            let best_rss = refs.iter().map(|c| c.rss_mib).fold(f64::NAN, f64::min);
-            for &client in &o.clients {
-                let key = (scenario, size, client);
-                let runs = results.get(&key).map_or(0, Vec::len);
-                let mut line = format!(
-                    "{:<17} {:>8} {:<14}",
-                    scenario.name(),
-                    fmt_size(size),
-                    client.name()
-                );
-                let name = if client.is_ours() {
-                    format!("**{}**", client.name())
-                } else {
-                    client.name().to_string()
-                };
-                let mut mdline = format!("| {} | {} | {name} |", scenario.name(), fmt_size(size));
-                match cells.get(&key) {
-                    Some(c) => {
-                        let timed = c
-                            .timed_rss_mib
-                            .map_or_else(|| "-".into(), |m| format!("{m:.1}"));
-                        line.push_str(&format!(
-                            " {:>12.0} {:>12.2} {:>13.1} {:>10}",
-                            c.msgs_per_sec, c.cpu_us, c.rss_mib, timed
-                        ));
-                        mdline.push_str(&format!(
-                            " {:.0} | {:.2} | {:.1} | {timed} |",
-                            c.msgs_per_sec, c.cpu_us, c.rss_mib
-                        ));
-                        if ours_present && client.is_ours() && !refs.is_empty() {
-                            let (t, u, r) = (
-                                c.msgs_per_sec / best_thr,
-                                c.cpu_us / best_cpu,
-                                c.rss_mib / best_rss,
-                            );
-                            line.push_str(&format!(" {t:>9.2}x {u:>8.2}x {r:>8.2}x"));
-                            mdline.push_str(&format!(" {t:.2}x | {u:.2}x | {r:.2}x |"));
-                        } else if ours_present {
-                            mdline.push_str(" | | |");
-                        }
-                        if c.ok < o.reps as usize {
-                            line.push_str(&format!("  ({}/{} runs ok)", c.ok, o.reps));
-                            mdline.push_str(&format!(" ({}/{} runs ok)", c.ok, o.reps));
-                        }
-                    }
-                    None => {
-                        let n = o.reps.max(runs as u32);
-                        line.push_str(&format!(
-                            " {:>12} {:>12} {:>13} {:>10}  (0/{n} runs ok)",
-                            "FAILED", "-", "-", "-",
-                        ));
-                        mdline.push_str(&format!(" FAILED (0/{n} runs ok) | - | - | - |"));
-                        if ours_present {
-                            mdline.push_str(" | | |");
-                        }
-                    }
-                }
-                let _ = writeln!(text, "{line}");
-                let _ = writeln!(md, "{mdline}");
-            }
-        }
-    }
-    let foot = "peak RSS = whole child process (ru_maxrss, incl. connect/prefill); \
-                timed = peak RSS within the timed section only";
-    let _ = writeln!(text, "\n{foot}");
-    let _ = writeln!(md, "\n{foot}");
-    if ours_present {
-        let ratios = "ratios: ours / best of the reference clients (lapin, amqprs) per metric \
-                      (thr > 1 is better; cpu, rss < 1 are better)";
-        let _ = writeln!(text, "{ratios}");
-        let _ = writeln!(md, "{ratios}");
-    }
-    (text, md)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }

@@ -33,6 +33,8 @@ pub use ours_blocking::AmqpBlocking;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ClientKind {
+    /// Not a client: the kernel floor (`floor.rs`), same bytes, no AMQP.
+    Floor,
     Lapin,
     Amqprs,
     AmqpTokio,
@@ -41,7 +43,8 @@ pub enum ClientKind {
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 5] = [
+    pub const ALL: [ClientKind; 6] = [
+        ClientKind::Floor,
         ClientKind::Lapin,
         ClientKind::Amqprs,
         ClientKind::AmqpTokio,
@@ -51,6 +54,7 @@ impl ClientKind {
 
     pub fn name(self) -> &'static str {
         match self {
+            ClientKind::Floor => "floor",
             ClientKind::Lapin => "lapin",
             ClientKind::Amqprs => "amqprs",
             ClientKind::AmqpTokio => "amqp-tokio",
@@ -73,14 +77,20 @@ impl ClientKind {
     /// reference clients) are printed only when such a client took part.
     pub fn is_ours(self) -> bool {
         match self {
-            ClientKind::Lapin | ClientKind::Amqprs => false,
+            ClientKind::Floor | ClientKind::Lapin | ClientKind::Amqprs => false,
             ClientKind::AmqpTokio | ClientKind::AmqpAsyncStd | ClientKind::AmqpBlocking => true,
         }
+    }
+
+    /// The reference clients ours are compared with.
+    pub fn is_anchor(self) -> bool {
+        matches!(self, ClientKind::Lapin | ClientKind::Amqprs)
     }
 
     /// Runs `scenario` with this client; queue cleanup included.
     pub async fn run(self, scenario: Scenario, p: &Params) -> Result<Timer> {
         match self {
+            ClientKind::Floor => bail!("the floor is run by floor::run, not as a client"),
             ClientKind::Lapin => run_scenario::<Lapin>(scenario, p).await,
             ClientKind::Amqprs => run_scenario::<Amqprs>(scenario, p).await,
             ClientKind::AmqpTokio => run_scenario::<AmqpTokio>(scenario, p).await,
@@ -92,6 +102,7 @@ impl ClientKind {
     /// Best-effort queue deletion (used by the parent when a child died).
     pub async fn delete_queue(self, p: &Params) -> Result<()> {
         match self {
+            ClientKind::Floor => Ok(()),
             ClientKind::Lapin => Lapin::delete_queue(p).await,
             ClientKind::Amqprs => Amqprs::delete_queue(p).await,
             ClientKind::AmqpTokio => AmqpTokio::delete_queue(p).await,
