@@ -7,6 +7,8 @@
 #![recursion_limit = "4096"] // `strip_await!` over the longest scenario needs about 2048.
 
 pub mod client;
+pub mod cluster;
 pub mod conformance;
 pub mod node;
 pub mod peer;
+pub mod proxy;

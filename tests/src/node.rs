@@ -320,6 +320,8 @@ pub struct NodeOptions {
     pub advanced_config: Option<String>,
     /// Upper bound for start (and restart) until the node answers on its ports.
     pub start_timeout: Duration,
+    /// The Erlang cookie (default: a fresh random one). Nodes of one cluster share theirs.
+    pub cookie: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -333,6 +335,7 @@ impl Default for NodeOptions {
             extra_config: Vec::new(),
             advanced_config: None,
             start_timeout: Duration::from_secs(90),
+            cookie: None,
         }
     }
 }
@@ -372,6 +375,12 @@ impl NodeOptions {
     /// Sets [`NodeOptions::server_cert`].
     pub fn server_cert(mut self, kind: ServerCertKind) -> Self {
         self.server_cert = kind;
+        self
+    }
+
+    /// Sets [`NodeOptions::cookie`].
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = Some(cookie.into());
         self
     }
 
@@ -662,7 +671,11 @@ impl BrokerNode {
             let path = base.join(sub);
             fs::create_dir(&path).ctx(|| format!("creating {}", path.display()))?;
         }
-        write_cookie(&base.join("home").join(".erlang.cookie"))?;
+        let cookie = match &opts.cookie {
+            Some(cookie) => cookie.clone(),
+            None => random_token(32)?,
+        };
+        write_cookie(&base.join("home").join(".erlang.cookie"), &cookie)?;
 
         let ports = free_ports(if opts.tls { 3 } else { 2 })?;
         let name = format!(
@@ -1309,8 +1322,13 @@ fn random_token(n: usize) -> Result<String, NodeError> {
         .collect())
 }
 
-fn write_cookie(path: &Path) -> Result<(), NodeError> {
-    write_file(path, &random_token(32)?)?;
+/// A fresh random Erlang cookie, for nodes that must share one ([`NodeOptions::cookie`]).
+pub fn random_cookie() -> Result<String, NodeError> {
+    random_token(32)
+}
+
+fn write_cookie(path: &Path, cookie: &str) -> Result<(), NodeError> {
+    write_file(path, cookie)?;
     // Erlang refuses cookie files readable by group or others.
     fs::set_permissions(path, fs::Permissions::from_mode(0o400))
         .ctx(|| format!("chmod 0400 {}", path.display()))

@@ -16,6 +16,7 @@
 
 mod backoff;
 mod endpoint;
+mod machine;
 mod replay;
 mod tags;
 
@@ -23,8 +24,11 @@ use std::time::{Duration, Instant};
 
 pub use backoff::{Backoff, Rng};
 pub use endpoint::{Endpoint, EndpointOrder, Endpoints};
+pub use machine::{Next, Phase, Recovery};
 pub use replay::{ReplayPlan, ReplayStep};
 pub use tags::TagEpoch;
+
+pub use super::topology::Topology;
 
 use super::error::{Error, Initiator};
 use crate::error::ReplyCode;
@@ -49,8 +53,8 @@ pub struct RecoveryConfig {
     pub backoff: Backoff,
     /// Attempts before giving up (`None`: never give up).
     pub max_attempts: Option<u32>,
-    /// Brokers to connect to, sharing the connection's credentials and TLS settings; the
-    /// first is dialled first (empty: the adapter's own address only).
+    /// Brokers to connect to, sharing the connection's credentials and TLS settings, the one
+    /// the connection was opened with first (empty: only the address it was opened with).
     pub endpoints: Vec<Endpoint>,
     /// The order endpoints are tried in.
     pub order: EndpointOrder,
@@ -108,8 +112,8 @@ pub struct Attempt {
     pub number: u32,
     /// When to dial.
     pub at: Instant,
-    /// Where to dial.
-    pub endpoint: Endpoint,
+    /// Where to dial (`None`: the address the connection was opened with).
+    pub endpoint: Option<Endpoint>,
 }
 
 /// Attempts, backoff and endpoint rotation of one recovery.
@@ -124,13 +128,14 @@ pub struct Attempt {
 ///     max_attempts: Some(2),
 ///     ..RecoveryConfig::default()
 /// };
-/// let mut schedule = Schedule::new(&config, Endpoint::new("a", 5672));
+/// let mut schedule = Schedule::new(&config);
 /// let t0 = Instant::now();
+/// // Connected to "a", which failed: the first attempt goes to "b".
 /// let first = schedule.failed(t0).unwrap();
-/// assert_eq!((first.number, first.endpoint.host.as_str()), (1, "b"));
+/// assert_eq!((first.number, first.endpoint.unwrap().host.as_str()), (1, "b"));
 /// assert_eq!(first.at, t0 + Duration::from_millis(500));
 /// let second = schedule.failed(first.at).unwrap();
-/// assert_eq!((second.number, second.endpoint.host.as_str()), (2, "a"));
+/// assert_eq!((second.number, second.endpoint.unwrap().host.as_str()), (2, "a"));
 /// assert!(schedule.failed(second.at).is_none()); // given up
 /// ```
 #[derive(Debug, Clone)]
@@ -138,18 +143,15 @@ pub struct Schedule {
     backoff: Backoff,
     max_attempts: Option<u32>,
     rng: Rng,
-    endpoints: Endpoints,
+    endpoints: Option<Endpoints>,
     attempts: u32,
 }
 
 impl Schedule {
-    /// A schedule over the configured endpoints, or over `fallback` (the address the
-    /// connection was opened with) if none are configured.
-    pub fn new(config: &RecoveryConfig, fallback: Endpoint) -> Self {
+    /// A schedule over the configured endpoints.
+    pub fn new(config: &RecoveryConfig) -> Self {
         let mut rng = Rng::new(config.seed);
-        let endpoints = Endpoints::new(config.endpoints.clone(), config.order, &mut rng)
-            .or_else(|| Endpoints::new(vec![fallback], EndpointOrder::InOrder, &mut rng))
-            .unwrap_or_else(|| unreachable!("a one-element list is never empty"));
+        let endpoints = Endpoints::new(config.endpoints.clone(), config.order, &mut rng);
         Schedule {
             backoff: config.backoff,
             max_attempts: config.max_attempts,
@@ -159,9 +161,10 @@ impl Schedule {
         }
     }
 
-    /// The endpoint in use, or to be dialled next.
-    pub fn endpoint(&self) -> &Endpoint {
-        self.endpoints.current()
+    /// The endpoint in use, or to be dialled next (`None`: the address the connection was
+    /// opened with).
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoints.as_ref().map(Endpoints::current)
     }
 
     /// Attempts made in the current recovery.
@@ -176,12 +179,14 @@ impl Schedule {
             return None;
         }
         self.attempts += 1;
-        self.endpoints.rotate(&mut self.rng);
+        if let Some(e) = self.endpoints.as_mut() {
+            e.rotate(&mut self.rng);
+        }
         let delay: Duration = self.backoff.delay(self.attempts, &mut self.rng);
         Some(Attempt {
             number: self.attempts,
             at: now + delay,
-            endpoint: self.endpoints.current().clone(),
+            endpoint: self.endpoint().cloned(),
         })
     }
 
@@ -265,7 +270,7 @@ mod tests {
             ..RecoveryConfig::default()
         };
         let t0 = Instant::now();
-        let mut s = Schedule::new(&config, Endpoint::new("h", 5672));
+        let mut s = Schedule::new(&config);
         let delays: Vec<Duration> = (0..5).map(|_| s.failed(t0).unwrap().at - t0).collect();
         // Recomputed from the same seed: the schedule is exactly reproducible.
         let mut rng = Rng::new(42);
@@ -278,6 +283,6 @@ mod tests {
         s.recovered();
         assert_eq!(s.attempts(), 0);
         assert_eq!(s.failed(t0).unwrap().number, 1);
-        assert_eq!(s.endpoint().host, "h");
+        assert_eq!(s.endpoint(), None);
     }
 }
