@@ -254,12 +254,47 @@ fn put_len(out: &mut BytesMut, len: usize, what: &'static str) -> Result<(), Cod
 }
 
 /// A decimal value: `value` × 10^-`scale`.
+///
+/// The unscaled `value` is signed (two's complement on the wire), as the Java client, pika
+/// and RabbitMQ itself read it, so `-3.14` is `Decimal::new(-314, 2)`.
+///
+/// ```
+/// use amqp_proto::Decimal;
+/// let price = Decimal::new(-314, 2);
+/// assert_eq!(price.to_string(), "-3.14");
+/// assert_eq!(Decimal::new(5, 3).to_string(), "0.005");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Decimal {
     /// Number of decimal digits after the point.
     pub scale: u8,
-    /// The unscaled value.
-    pub value: u32,
+    /// The unscaled value, signed.
+    pub value: i32,
+}
+
+impl Decimal {
+    /// `value` × 10^-`scale`.
+    pub const fn new(value: i32, scale: u8) -> Self {
+        Decimal { scale, value }
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exact: the digits of the integer with a point placed `scale` from the right.
+        let digits = self.value.unsigned_abs().to_string();
+        let sign = if self.value < 0 { "-" } else { "" };
+        let scale = usize::from(self.scale);
+        if scale == 0 {
+            return write!(f, "{sign}{digits}");
+        }
+        if digits.len() > scale {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            write!(f, "{sign}{int}.{frac}")
+        } else {
+            write!(f, "{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+        }
+    }
 }
 
 /// One value in a field table or array, tagged as RabbitMQ tags it.
@@ -391,7 +426,7 @@ impl FieldValue {
             b'd' => FieldValue::F64(f64::from_bits(r.u64("f64")?)),
             b'D' => FieldValue::Decimal(Decimal {
                 scale: r.u8("decimal scale")?,
-                value: r.u32("decimal value")?,
+                value: r.u32("decimal value")? as i32,
             }),
             b'S' => FieldValue::LongString(LongString::decode(r)?),
             b'x' => {
@@ -421,7 +456,7 @@ impl FieldValue {
             FieldValue::F64(v) => out.put_f64(*v),
             FieldValue::Decimal(d) => {
                 out.put_u8(d.scale);
-                out.put_u32(d.value);
+                out.put_i32(d.value);
             }
             FieldValue::LongString(s) => s.encode(out)?,
             FieldValue::ByteArray(b) => {
@@ -448,6 +483,61 @@ field_value_from! {
     bool => Bool, i8 => I8, u8 => U8, i16 => I16, u16 => U16, i32 => I32, u32 => U32, i64 => I64,
     f32 => F32, f64 => F64, Decimal => Decimal, LongString => LongString, &str => LongString,
     String => LongString, FieldTable => Table, FieldArray => Array,
+    // Raw bytes are a byte array (`x`), as in the Java client; text is a long string (`S`).
+    Bytes => ByteArray, Vec<u8> => ByteArray,
+}
+
+/// A long string (`S`), copied.
+impl From<&String> for FieldValue {
+    fn from(v: &String) -> Self {
+        FieldValue::LongString(v.as_str().into())
+    }
+}
+
+/// An array (`A`).
+impl From<Vec<FieldValue>> for FieldValue {
+    fn from(v: Vec<FieldValue>) -> Self {
+        FieldValue::Array(FieldArray(v))
+    }
+}
+
+/// A byte array (`x`), copied.
+impl From<&[u8]> for FieldValue {
+    fn from(v: &[u8]) -> Self {
+        FieldValue::ByteArray(Bytes::copy_from_slice(v))
+    }
+}
+
+/// A byte array (`x`), copied.
+impl<const N: usize> From<&[u8; N]> for FieldValue {
+    fn from(v: &[u8; N]) -> Self {
+        FieldValue::ByteArray(Bytes::copy_from_slice(v))
+    }
+}
+
+/// A timestamp (`T`): whole seconds since the Unix epoch, the protocol's resolution (the
+/// fraction is dropped; times before 1970 become 0).
+impl From<std::time::SystemTime> for FieldValue {
+    fn from(t: std::time::SystemTime) -> Self {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        FieldValue::Timestamp(secs)
+    }
+}
+
+/// Void (`V`), the protocol's "no value".
+impl From<()> for FieldValue {
+    fn from((): ()) -> Self {
+        FieldValue::Void
+    }
+}
+
+/// The value, or void (`V`) for `None`.
+impl<T: Into<FieldValue>> From<Option<T>> for FieldValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(FieldValue::Void, Into::into)
+    }
 }
 
 /// Runs `body` between a 32-bit length prefix and patches the prefix afterwards.
@@ -484,12 +574,31 @@ fn within_len_prefix<T>(
 ///
 /// Order is kept so that decoding and re-encoding reproduces the same bytes.
 ///
+/// Keys are short strings (at most 255 bytes): [`insert`](Self::insert) and
+/// [`with`](Self::with) panic on a longer key, as on any other programming error;
+/// [`try_insert`](Self::try_insert) and [`try_with`](Self::try_with) return the error instead,
+/// for keys that come from input. Values convert from the usual Rust types:
+///
 /// ```
-/// use amqp_proto::{FieldTable, FieldValue};
+/// use std::time::SystemTime;
+/// use amqp_proto::{Decimal, FieldTable, FieldValue};
+///
 /// let mut args = FieldTable::new();
-/// args.insert("x-max-priority", 10u8).unwrap();
-/// args.insert("x-dead-letter-exchange", "dlx").unwrap();
+/// args.insert("x-max-priority", 10u8);
+/// args.insert("x-dead-letter-exchange", "dlx");
 /// assert_eq!(args.get("x-max-priority"), Some(&FieldValue::U8(10)));
+///
+/// let headers = FieldTable::new()
+///     .with("attempt", 3i32)                      // I (signed 32-bit)
+///     .with("price", Decimal::new(-314, 2))       // D (-3.14)
+///     .with("checksum", &[0xde, 0xad][..])        // x (byte array; Vec<u8> and Bytes too)
+///     .with("sent-at", SystemTime::now())         // T (seconds since the epoch)
+///     .with("reply-hint", ())                     // V (void); Option::None is void too
+///     .with("tags", vec![FieldValue::from("a"), FieldValue::from("b")]); // A (array)
+/// assert_eq!(headers.get("reply-hint"), Some(&FieldValue::Void));
+///
+/// let long_key = "k".repeat(256);
+/// assert!(FieldTable::new().try_with(long_key.as_str(), 1u8).is_err());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldTable(Vec<(ShortString, FieldValue)>);
@@ -501,12 +610,39 @@ impl FieldTable {
     }
 
     /// Sets `key` to `value`, replacing an earlier value of the same key in place.
-    pub fn insert(
+    ///
+    /// # Panics
+    /// If `key` is longer than 255 bytes, the protocol's limit. Keys written in code are
+    /// checked this way, like an index; for keys that come from input use
+    /// [`FieldTable::try_insert`].
+    pub fn insert(&mut self, key: &str, value: impl Into<FieldValue>) -> &mut Self {
+        self.try_insert(key, value)
+            .expect("field table key longer than 255 bytes")
+    }
+
+    /// [`FieldTable::insert`] as a builder: the same rule, the same panic.
+    pub fn with(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.insert(key, value);
+        self
+    }
+
+    /// Sets `key` to `value`, or fails if `key` is longer than 255 bytes.
+    pub fn try_insert(
         &mut self,
         key: impl TryInto<ShortString, Error = CodecError>,
         value: impl Into<FieldValue>,
     ) -> Result<&mut Self, CodecError> {
         self.set(key.try_into()?, value);
+        Ok(self)
+    }
+
+    /// [`FieldTable::try_insert`] as a builder.
+    pub fn try_with(
+        mut self,
+        key: impl TryInto<ShortString, Error = CodecError>,
+        value: impl Into<FieldValue>,
+    ) -> Result<Self, CodecError> {
+        self.try_insert(key, value)?;
         Ok(self)
     }
 
@@ -517,16 +653,6 @@ impl FieldTable {
             Some(slot) => slot.1 = value,
             None => self.0.push((key, value)),
         }
-    }
-
-    /// Builder-style [`FieldTable::insert`] for keys known to be short.
-    ///
-    /// # Panics
-    /// If `key` is longer than 255 bytes.
-    pub fn with(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.insert(key, value)
-            .expect("field table key longer than 255 bytes");
-        self
     }
 
     /// The value stored under `key`.
@@ -734,5 +860,82 @@ impl WireField for SecretBytes {
     }
     fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
         self.0.encode(w.plain())
+    }
+}
+
+/// `Display` for the id newtypes: the bare number, as logs and the management UI show them.
+macro_rules! display_as_number {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+display_as_number!(crate::ChannelId, crate::DeliveryTag, crate::RequestId);
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn common_rust_types_convert_to_the_field_value_rabbitmq_expects() {
+        let bytes = vec![1u8, 2, 3];
+        assert_eq!(
+            FieldValue::from(bytes.as_slice()),
+            FieldValue::ByteArray(Bytes::from_static(&[1, 2, 3]))
+        );
+        assert_eq!(FieldValue::from(bytes.clone()).tag(), b'x');
+        assert_eq!(FieldValue::from(Bytes::from(bytes)).tag(), b'x');
+        assert_eq!(FieldValue::from(b"ab").tag(), b'x');
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(FieldValue::from(t), FieldValue::Timestamp(1_700_000_000));
+        assert_eq!(
+            FieldValue::from(UNIX_EPOCH - Duration::from_secs(1)),
+            FieldValue::Timestamp(0)
+        );
+        assert_eq!(FieldValue::from(()), FieldValue::Void);
+        assert_eq!(FieldValue::from(None::<i32>), FieldValue::Void);
+        assert_eq!(FieldValue::from(Some(7i32)), FieldValue::I32(7));
+        assert_eq!(FieldValue::from(&String::from("s")).tag(), b'S');
+    }
+
+    #[test]
+    fn decimals_are_signed_on_the_wire() {
+        let d = Decimal::new(-314, 2);
+        let mut out = BytesMut::new();
+        FieldValue::from(d).encode(&mut out, 0).unwrap();
+        assert_eq!(&out[..], &[b'D', 2, 0xff, 0xff, 0xfe, 0xc6]);
+        let out = out.freeze();
+        let mut r = Reader::new(&out);
+        assert_eq!(
+            FieldValue::decode(&mut r, 0).unwrap(),
+            FieldValue::Decimal(d)
+        );
+        assert_eq!(d.to_string(), "-3.14");
+        assert_eq!(Decimal::new(i32::MIN, 0).to_string(), "-2147483648");
+        assert_eq!(Decimal::new(-5, 1).to_string(), "-0.5");
+        assert_eq!(Decimal::new(42, 0).to_string(), "42");
+    }
+
+    #[test]
+    fn insert_and_with_share_one_rule() {
+        let mut t = FieldTable::new();
+        t.insert("a", 1u8).insert("a", 2u8);
+        assert_eq!(t, FieldTable::new().with("a", 2u8));
+        let long = "k".repeat(256);
+        assert!(t.try_insert(long.as_str(), 1u8).is_err());
+        assert!(FieldTable::new().try_with(long, 1u8).is_err());
+        let panicked = std::panic::catch_unwind(|| FieldTable::new().with(&"k".repeat(256), 1u8));
+        assert!(panicked.is_err());
+    }
+
+    #[test]
+    fn ids_display_as_their_number() {
+        assert_eq!(crate::DeliveryTag(42).to_string(), "42");
+        assert_eq!(crate::ChannelId(7).to_string(), "7");
+        assert_eq!(crate::RequestId(9).to_string(), "9");
     }
 }

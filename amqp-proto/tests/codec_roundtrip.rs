@@ -333,7 +333,7 @@ fn leaf_value() -> impl Strategy<Value = FieldValue> {
         // From raw bits: NaNs with payloads, infinities, subnormals, -0.0.
         any::<u32>().prop_map(|b| FieldValue::F32(f32::from_bits(b))),
         any::<u64>().prop_map(|b| FieldValue::F64(f64::from_bits(b))),
-        (any::<u8>(), any::<u32>())
+        (any::<u8>(), any::<i32>())
             .prop_map(|(scale, value)| FieldValue::Decimal(Decimal { scale, value })),
         long_string().prop_map(FieldValue::LongString),
         prop::collection::vec(any::<u8>(), 0..100)
