@@ -1,13 +1,13 @@
 //! # amqp-async-std
 //!
 //! An AMQP 0-9-1 client for async-std, smol and any other executor, built on the
-//! `futures-io` / `async-io` primitives (no runtime of its own). Connect, open a channel,
+//! `futures-io` / `async-io` primitives (no runtime of its own). open a channel,
 //! declare, publish with confirms, consume with acks:
 //!
 //! ```no_run
 //! use amqp_async_std::{
 //!     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
-//!     Connect, Connection, FieldTable, QueueDeclareOptions,
+//!     Connection, FieldTable, QueueDeclareOptions,
 //! };
 //! use futures_lite::StreamExt;
 //!
@@ -44,7 +44,7 @@
 //! }
 //! ```
 //!
-//! [`connect`] (or `Connection::connect` with the [`Connect`] trait in scope) parses an
+//! [`Connection::connect`] (or the free function [`connect`]) parses an
 //! `amqp://` URI, opens a TCP connection (`TCP_NODELAY` on) within the URI's
 //! `connection_timeout`, and returns once the broker has accepted the login and opened the
 //! virtual host — or fails promptly with why: [`ErrorKind::Authentication`] for refused
@@ -79,8 +79,18 @@ use std::time::Instant;
 use async_io::Async;
 use bytes::BytesMut;
 use futures_lite::io::{AsyncRead, AsyncWrite};
+#[cfg(feature = "tls")]
+use transport::TlsTransport;
+use transport::{AsyncIoTimer, FuturesIoTransport};
 
-pub use amqp_client::*;
+pub use amqp_client::amqp_proto;
+pub use amqp_client::api::*;
+
+#[cfg(not(feature = "tls"))]
+use amqp_client::adapter::connect_with_transport;
+use amqp_client::adapter::{Driver, Timer, Transport};
+#[cfg(feature = "tls")]
+use amqp_client::adapter::{MaybeTls, TlsClient, connect_with_tls_transport};
 
 amqp_client::adapter_connect_api!("async-std, smol or any executor");
 
@@ -93,15 +103,11 @@ pub type ConnectionDriver = Driver<FuturesIoTransport, AsyncIoTimer>;
 #[cfg(feature = "tls")]
 pub type ConnectionDriver = Driver<MaybeTls<FuturesIoTransport, TlsTransport>, AsyncIoTimer>;
 
-/// A TLS stream (futures-rustls over `async-io` TCP) as the driver's [`Transport`]. Feature
-/// `tls`.
-#[cfg(feature = "tls")]
-pub type TlsTransport = FuturesIoTransport<futures_rustls::client::TlsStream<Async<TcpStream>>>;
-
-/// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`]. The driver runs
-/// on a dedicated thread.
-pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
-    connect_with_spawner(options, |driver| {
+/// Dials, starts the driver on a dedicated thread and runs the handshake.
+async fn dial_and_start(
+    options: impl IntoConnectOptions,
+) -> Result<amqp_client::Connection, ConnectError> {
+    spawn_and_start(options, |driver| {
         std::thread::Builder::new()
             .name("amqp-io".into())
             .spawn(move || async_io::block_on(driver))
@@ -118,6 +124,13 @@ pub async fn connect_with_spawner(
     options: impl IntoConnectOptions,
     spawn: impl FnOnce(ConnectionDriver) -> io::Result<()>,
 ) -> Result<Connection, ConnectError> {
+    spawn_and_start(options, spawn).await.map(Connection::from)
+}
+
+async fn spawn_and_start(
+    options: impl IntoConnectOptions,
+    spawn: impl FnOnce(ConnectionDriver) -> io::Result<()>,
+) -> Result<amqp_client::Connection, ConnectError> {
     let dial = |uri: &AmqpUri| dial(uri.host.clone(), uri.port);
     #[cfg(feature = "tls")]
     {
@@ -162,91 +175,102 @@ async fn dial(host: String, port: u16) -> io::Result<FuturesIoTransport> {
     Err(last)
 }
 
-/// Bytes read at most per call.
-const READ_CHUNK: usize = 64 * 1024;
+/// The transport and timer this adapter's driver runs on: named by [`ConnectionDriver`], and
+/// reusable by adapters built on `futures-io`.
+pub mod transport {
+    use super::*;
 
-/// Any `futures-io` stream (by default an `async-io` TCP stream) as the driver's
-/// [`Transport`]. Reads go through a reused scratch buffer (the stream API wants initialized
-/// memory), writes are vectored.
-pub struct FuturesIoTransport<S = Async<TcpStream>> {
-    stream: S,
-    scratch: Box<[u8]>,
-}
+    /// A TLS stream (futures-rustls over `async-io` TCP) as the driver's [`Transport`](amqp_client::adapter::Transport). Feature
+    /// `tls`.
+    #[cfg(feature = "tls")]
+    pub type TlsTransport = FuturesIoTransport<futures_rustls::client::TlsStream<Async<TcpStream>>>;
 
-impl<S> FuturesIoTransport<S> {
-    /// Wraps a connected stream.
-    pub fn new(stream: S) -> Self {
-        FuturesIoTransport {
-            stream,
-            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+    /// Bytes read at most per call.
+    const READ_CHUNK: usize = 64 * 1024;
+
+    /// Any `futures-io` stream (by default an `async-io` TCP stream) as the driver's
+    /// [`Transport`](amqp_client::adapter::Transport). Reads go through a reused scratch buffer (the stream API wants initialized
+    /// memory), writes are vectored.
+    pub struct FuturesIoTransport<S = Async<TcpStream>> {
+        stream: S,
+        scratch: Box<[u8]>,
+    }
+
+    impl<S> FuturesIoTransport<S> {
+        /// Wraps a connected stream.
+        pub fn new(stream: S) -> Self {
+            FuturesIoTransport {
+                stream,
+                scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            }
+        }
+
+        /// The stream.
+        pub fn get_ref(&self) -> &S {
+            &self.stream
+        }
+
+        /// Unwraps the stream.
+        pub fn into_inner(self) -> S {
+            self.stream
         }
     }
 
-    /// The stream.
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
-
-    /// Unwraps the stream.
-    pub fn into_inner(self) -> S {
-        self.stream
-    }
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for FuturesIoTransport<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("FuturesIoTransport")
-            .field(&self.stream)
-            .finish()
-    }
-}
-
-impl<S> Transport for FuturesIoTransport<S>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    fn poll_read_buf(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_read(cx, &mut self.scratch);
-        if let Poll::Ready(Ok(n)) = polled {
-            buf.extend_from_slice(&self.scratch[..n]);
+    impl<S: std::fmt::Debug> std::fmt::Debug for FuturesIoTransport<S> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("FuturesIoTransport")
+                .field(&self.stream)
+                .finish()
         }
-        polled
     }
 
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    impl<S> Transport for FuturesIoTransport<S>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        fn poll_read_buf(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut BytesMut,
+        ) -> Poll<io::Result<usize>> {
+            let polled = Pin::new(&mut self.stream).poll_read(cx, &mut self.scratch);
+            if let Poll::Ready(Ok(n)) = polled {
+                buf.extend_from_slice(&self.scratch[..n]);
+            }
+            polled
+        }
+
+        fn poll_write_vectored(
+            &mut self,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        }
+
+        fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_close(cx)
+        }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
+    /// `async-io`'s timer as the driver's [`Timer`](amqp_client::adapter::Timer); works under any executor.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct AsyncIoTimer;
 
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_close(cx)
-    }
-}
+    impl Timer for AsyncIoTimer {
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
 
-/// `async-io`'s timer as the driver's [`Timer`]; works under any executor.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsyncIoTimer;
-
-impl Timer for AsyncIoTimer {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let timer = async_io::Timer::at(deadline);
-        Box::pin(async move {
-            timer.await;
-        })
+        fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            let timer = async_io::Timer::at(deadline);
+            Box::pin(async move {
+                timer.await;
+            })
+        }
     }
 }

@@ -66,25 +66,16 @@
 #![warn(missing_docs)]
 
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use amqp_client as nb;
-use bytes::Bytes;
 use futures_lite::{FutureExt, StreamExt};
 
-pub use amqp_client::{
-    AmqpUri, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicProperties,
-    BasicPublishOptions, BasicQosOptions, ChannelId, CloseReason, ConfirmSelectOptions,
-    Confirmation, ConnectError, ConnectOptions, ConnectionConfig, ConnectionEvent, ConsumerEnd,
-    ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, ExchangeBindOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, FieldArray, FieldTable, FieldValue, Initiator,
-    IntoConnectOptions, LongString, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, ShortString, State, Tuning, UriError,
-    amqp_proto,
-};
-pub use amqp_client::{TlsError, TlsErrorKind};
-#[cfg(feature = "tls")]
-pub use amqp_client::{TlsOptions, tls};
+pub use amqp_client::amqp_proto;
+// The shared API; this crate's blocking `Connection`, `Channel`, `Consumer`, `PublishConfirm`,
+// `Events` and `Returns` below take the place of the async ones of the same names.
+pub use amqp_client::api::*;
 
 fn block_on<T>(future: impl Future<Output = T>) -> T {
     async_io::block_on(future)
@@ -119,7 +110,7 @@ pub fn connect(uri: &str) -> Result<Connection, ConnectError> {
 
 /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
 pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
-    block_on(amqp_async_std::connect_with(options)).map(Connection)
+    block_on(amqp_async_std::connect_with(options)).map(|c| Connection(c.into_inner()))
 }
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection. See
@@ -165,7 +156,7 @@ impl Connection {
     /// What happens to the connection: blocked/unblocked, channel flow, warnings, and
     /// finally [`ConnectionEvent::Closed`]. See [`amqp_client::Connection::events`].
     pub fn events(&self) -> Events {
-        Events(self.0.events())
+        Events(Mutex::new(self.0.events()))
     }
 
     /// The async handle, for code that mixes both styles.
@@ -226,7 +217,7 @@ impl Channel {
         /// [`Consumer`] for its deliveries.
         wait fn basic_consume(&self, queue: &str, consumer_tag: &str,
             options: BasicConsumeOptions, arguments: FieldTable) -> Result<Consumer, Error>
-            => Consumer;
+            => Consumer::new;
         /// Cancels a consumer; its iterator yields what had already arrived, then ends.
         wait fn basic_cancel(&self, consumer_tag: &str, options: BasicCancelOptions)
             -> Result<(), Error>;
@@ -240,7 +231,7 @@ impl Channel {
         /// is queued for sending. In confirm mode, [`PublishConfirm::wait`] then gives the
         /// broker's answer.
         wait fn basic_publish(&self, exchange: &str, routing_key: &str,
-            options: BasicPublishOptions, properties: &BasicProperties, body: impl Into<Bytes>)
+            options: BasicPublishOptions, properties: &BasicProperties, body: impl IntoBody)
             -> Result<PublishConfirm, Error> => PublishConfirm::new;
         /// Turns on publisher confirms for this channel.
         wait fn confirm_select(&self, options: ConfirmSelectOptions) -> Result<(), Error>;
@@ -277,7 +268,7 @@ impl Channel {
     /// The mandatory messages the broker returns on this channel outside confirm mode. See
     /// [`amqp_client::Channel::on_return`].
     pub fn on_return(&self) -> Returns {
-        Returns(self.0.on_return())
+        Returns(Mutex::new(self.0.on_return()))
     }
 
     /// The async handle, for code that mixes both styles.
@@ -339,41 +330,81 @@ impl PublishConfirm {
 }
 
 /// The deliveries of one consumer: an iterator of `Result<Delivery, Error>` that blocks for
-/// the next one. See [`amqp_client::Consumer`] for when it ends; dropping it cancels the
-/// consumer.
+/// the next one, or [`recv_timeout`](Self::recv_timeout) through a shared reference (so one
+/// consumer can be polled from a struct field or by several threads in turn). See
+/// [`amqp_client::Consumer`] for when it ends; dropping it cancels the consumer.
 #[derive(Debug)]
-pub struct Consumer(nb::Consumer);
+pub struct Consumer {
+    inner: Mutex<nb::Consumer>,
+    tag: ConsumerTag,
+    channel: Channel,
+    /// Copied out of `inner` when the stream ends, so it can be lent without the lock.
+    end: OnceLock<ConsumerEnd>,
+}
 
 impl Consumer {
+    fn new(inner: nb::Consumer) -> Self {
+        Consumer {
+            tag: inner.tag().clone(),
+            channel: Channel(inner.channel().clone()),
+            inner: Mutex::new(inner),
+            end: OnceLock::new(),
+        }
+    }
+
+    /// Waits for the next item, up to `timeout`; `None` when the time ran out.
+    fn next_within(&self, timeout: Option<Duration>) -> Option<Option<Result<Delivery, Error>>> {
+        let mut inner = lock(&self.inner);
+        let item = match timeout {
+            Some(t) => block_on_timeout(inner.next(), t),
+            None => Some(block_on(inner.next())),
+        };
+        if let Some(end) = inner.end_reason() {
+            let _ = self.end.set(end.clone());
+        }
+        item
+    }
+
     /// Waits at most `timeout` for the next delivery: `Ok(None)` when none came in time.
     /// Fails with the reason when the channel or connection closed, and with
     /// [`Error::Usage`] once the consumer has ended ([`Consumer::end_reason`] says why).
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, Error> {
-        match block_on_timeout(self.0.next(), timeout) {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Delivery>, Error> {
+        match self.next_within(Some(timeout)) {
             None => Ok(None),
             Some(Some(delivery)) => delivery.map(Some),
             Some(None) => Err(Error::Usage("the consumer has ended")),
         }
     }
 
+    /// Blocks for the next delivery; `None` once the consumer has ended. The same as
+    /// [`Iterator::next`], through a shared reference.
+    pub fn recv(&self) -> Option<Result<Delivery, Error>> {
+        self.next_within(None).flatten()
+    }
+
     /// Cancels the consumer; the iterator yields what had already arrived, then ends.
     pub fn cancel(&self) -> Result<(), Error> {
-        block_on(self.0.cancel())
+        // Not under the lock: a thread blocked in `recv` holds it until a delivery or the end.
+        block_on(
+            self.channel
+                .0
+                .basic_cancel(&self.tag, BasicCancelOptions::default()),
+        )
     }
 
     /// The consumer tag.
     pub fn tag(&self) -> &ConsumerTag {
-        self.0.tag()
+        &self.tag
     }
 
     /// The channel it consumes on.
     pub fn channel(&self) -> Channel {
-        Channel(self.0.channel().clone())
+        self.channel.clone()
     }
 
-    /// Why the iterator ended, once it has.
+    /// Why the consumer ended, once it has.
     pub fn end_reason(&self) -> Option<&ConsumerEnd> {
-        self.0.end_reason()
+        self.end.get()
     }
 }
 
@@ -381,24 +412,24 @@ impl Iterator for Consumer {
     type Item = Result<Delivery, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        block_on(self.0.next())
+        self.recv()
     }
 }
 
 /// What happens to a connection, as an iterator that blocks for the next event and ends
 /// after [`ConnectionEvent::Closed`]. See [`Connection::events`].
 #[derive(Debug)]
-pub struct Events(nb::Events);
+pub struct Events(Mutex<nb::Events>);
 
 impl Events {
     /// An event already queued, without waiting.
-    pub fn try_next(&mut self) -> Option<ConnectionEvent> {
-        self.0.try_next()
+    pub fn try_next(&self) -> Option<ConnectionEvent> {
+        lock(&self.0).try_next()
     }
 
     /// Waits at most `timeout` for the next event (`None`: none came, or the stream ended).
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<ConnectionEvent> {
-        block_on_timeout(self.0.next(), timeout).flatten()
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<ConnectionEvent> {
+        block_on_timeout(lock(&self.0).next(), timeout).flatten()
     }
 }
 
@@ -406,20 +437,20 @@ impl Iterator for Events {
     type Item = ConnectionEvent;
 
     fn next(&mut self) -> Option<ConnectionEvent> {
-        block_on(self.0.next())
+        block_on(lock(&self.0).next())
     }
 }
 
 /// Returned mandatory messages, as an iterator that blocks for the next one and ends when
 /// the channel closes. See [`Channel::on_return`].
 #[derive(Debug)]
-pub struct Returns(nb::Returns);
+pub struct Returns(Mutex<nb::Returns>);
 
 impl Returns {
     /// Waits at most `timeout` for the next returned message (`None`: none came, or the
     /// channel closed).
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<ReturnedMessage> {
-        block_on_timeout(self.0.next(), timeout).flatten()
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<ReturnedMessage> {
+        block_on_timeout(lock(&self.0).next(), timeout).flatten()
     }
 }
 
@@ -427,6 +458,11 @@ impl Iterator for Returns {
     type Item = ReturnedMessage;
 
     fn next(&mut self) -> Option<ReturnedMessage> {
-        block_on(self.0.next())
+        block_on(lock(&self.0).next())
     }
+}
+
+/// Locks, shrugging off poisoning: a panic elsewhere leaves the stream itself consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

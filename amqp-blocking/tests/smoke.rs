@@ -58,7 +58,7 @@ fn declare(ch: &Channel) -> String {
         .to_string()
 }
 
-fn publish(ch: &Channel, queue: &str, body: impl Into<bytes::Bytes>) -> PublishConfirm {
+fn publish(ch: &Channel, queue: &str, body: impl amqp_blocking::IntoBody) -> PublishConfirm {
     ch.basic_publish(
         "",
         queue,

@@ -13,6 +13,7 @@ use proto::{
     FieldTable, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
 };
 
+use crate::body::IntoBody;
 use crate::handle::{ConnHandle, WaitReply, start_request, unexpected};
 use crate::options::*;
 use crate::shared::{ReqKind, Shared, SharedRef};
@@ -387,15 +388,18 @@ impl Channel {
     /// `channel.flow`, or the output queue is above its high-water mark. Returns once the
     /// message is queued for sending; in confirm mode the returned [`PublishConfirm`] then
     /// resolves to the broker's answer, otherwise to [`Confirmation::NotRequested`] at once.
+    ///
+    /// `body` is anything [`IntoBody`]: `Bytes`, `Vec<u8>` and `String` are taken as they are;
+    /// borrowed bytes or text (`&[u8]`, `&str`) are copied once.
     pub async fn basic_publish(
         &self,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,
         properties: &BasicProperties,
-        body: impl Into<Bytes>,
+        body: impl IntoBody,
     ) -> Result<PublishConfirm, Error> {
-        let mut body = Some(body.into());
+        let mut body = Some(body.into_body());
         poll_fn(|cx| self.poll_publish(cx, exchange, routing_key, options, properties, &mut body))
             .await
     }

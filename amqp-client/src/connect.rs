@@ -1,5 +1,5 @@
 //! What runtime adapters share for connecting: where to connect, why it failed, and the
-//! connect sequence itself ([`connect_with_transport`], [`adapter_connect_api!`]).
+//! connect sequence itself ([`connect_with_transport`]).
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -148,52 +148,6 @@ where
     let (connecting, driver) = start_connection(config, started, transport, timer);
     spawn(driver).map_err(ConnectError::Io)?;
     Ok(connecting.await?)
-}
-
-/// Defines an async adapter's connect API in the calling crate, which must already have a
-/// `pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection,
-/// ConnectError>` (usually a call to [`connect_with_transport`]): the free function
-/// `connect(uri)` and the `Connect` trait that adds `Connection::connect(uri)` and
-/// `Connection::connect_with(options)`. `$runtime` names the runtime in the docs.
-#[macro_export]
-macro_rules! adapter_connect_api {
-    ($runtime:literal) => {
-        #[doc = concat!("`Connection::connect(uri)`: connect on ", $runtime, ". Bring it in scope \
-            with `use ", env!("CARGO_CRATE_NAME"), "::Connect`.")]
-        pub trait Connect: Sized {
-            /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
-            fn connect(
-                uri: &str,
-            ) -> impl ::std::future::Future<Output = Result<Self, $crate::ConnectError>> + Send;
-
-            /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
-            fn connect_with(
-                options: impl $crate::IntoConnectOptions + Send,
-            ) -> impl ::std::future::Future<Output = Result<Self, $crate::ConnectError>> + Send;
-        }
-
-        impl Connect for $crate::Connection {
-            fn connect(
-                uri: &str,
-            ) -> impl ::std::future::Future<Output = Result<Self, $crate::ConnectError>> + Send
-            {
-                let options = $crate::ConnectOptions::parse(uri);
-                async move { connect_with(options?).await }
-            }
-
-            fn connect_with(
-                options: impl $crate::IntoConnectOptions + Send,
-            ) -> impl ::std::future::Future<Output = Result<Self, $crate::ConnectError>> + Send
-            {
-                connect_with(options)
-            }
-        }
-
-        /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
-        pub async fn connect(uri: &str) -> Result<$crate::Connection, $crate::ConnectError> {
-            connect_with($crate::ConnectOptions::parse(uri)?).await
-        }
-    };
 }
 
 /// [`crate::connect_with_transport`] with TLS: for `amqps://` the TLS settings

@@ -5,9 +5,10 @@
 //! [`amqp_proto`] core, plus the [`Driver`] future that moves the bytes. It holds no protocol
 //! knowledge: it calls the core and routes the core's events to whoever waits for them.
 //!
-//! Applications use a runtime adapter (`amqp-tokio`), which connects the transport, spawns
-//! the driver and re-exports this API. An adapter implements [`Transport`] and [`Timer`]
-//! and calls [`start_connection`].
+//! Applications use a runtime adapter (`amqp-tokio`, `amqp-async-std`, `amqp-blocking`),
+//! which connects the transport, spawns the driver and re-exports [`api`], the user's API.
+//! An adapter implements [`Transport`] and [`Timer`] and calls [`start_connection`]: the
+//! [`adapter`] module gathers what it needs.
 //!
 //! ## Design
 //!
@@ -29,6 +30,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
+pub mod api;
+mod body;
 mod channel;
 mod connect;
 mod connection;
@@ -42,6 +46,7 @@ mod shared;
 pub mod tls;
 mod util;
 
+pub use body::IntoBody;
 pub use channel::{Channel, Confirmation, PublishConfirm, Returns};
 #[cfg(feature = "tls")]
 pub use connect::connect_with_tls_transport;
@@ -59,6 +64,7 @@ pub use shared::ConnectionEvent;
 pub use tls::{MaybeTls, TlsClient, TlsOptions};
 
 pub use amqp_proto;
+pub use amqp_proto::Decimal;
 pub use amqp_proto::uri::{AmqpUri, UriError};
 pub use amqp_proto::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, CloseReason,
@@ -67,3 +73,4 @@ pub use amqp_proto::{
     QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString, State,
     Tuning,
 };
+pub use bytes::Bytes;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, Confirmation, Connect, Connection, FieldTable, QueueDeclareOptions,
+    ConfirmSelectOptions, Confirmation, Connection, FieldTable, QueueDeclareOptions,
     QueueDeleteOptions,
 };
 use futures_util::StreamExt;

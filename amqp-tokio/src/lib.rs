@@ -1,12 +1,12 @@
 //! # amqp-tokio
 //!
-//! An AMQP 0-9-1 client on tokio. Connect, open a channel, declare, publish with confirms,
+//! An AMQP 0-9-1 client on tokio. open a channel, declare, publish with confirms,
 //! consume with acks:
 //!
 //! ```no_run
 //! use amqp_tokio::{
 //!     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
-//!     Connect, Connection, FieldTable, QueueDeclareOptions,
+//!     Connection, FieldTable, QueueDeclareOptions,
 //! };
 //! use futures_util::StreamExt;
 //!
@@ -41,7 +41,7 @@
 //! }
 //! ```
 //!
-//! [`connect`] (or `Connection::connect` with the [`Connect`] trait in scope) parses an
+//! [`Connection::connect`] (or the free function [`connect`]) parses an
 //! `amqp://` URI, opens a TCP connection (`TCP_NODELAY` on) within the URI's
 //! `connection_timeout`, spawns the connection's driver task with `tokio::spawn`, and
 //! returns once the broker has accepted the login and opened the virtual host — or fails
@@ -62,7 +62,7 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), amqp_tokio::ConnectError> {
-//! use amqp_tokio::{Connect, Connection};
+//! use amqp_tokio::Connection;
 //! let conn = Connection::connect(
 //!     "amqps://rabbit.example:5671/%2f?cacertfile=/etc/amqp/ca.pem\
 //!      &certfile=/etc/amqp/client.pem&keyfile=/etc/amqp/client.key&auth_mechanism=external",
@@ -89,12 +89,21 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-pub use amqp_client::*;
+pub use amqp_client::amqp_proto;
+pub use amqp_client::api::*;
+
+#[cfg(not(feature = "tls"))]
+use amqp_client::adapter::connect_with_transport;
+use amqp_client::adapter::{Timer, Transport};
+#[cfg(feature = "tls")]
+use amqp_client::adapter::{TlsClient, connect_with_tls_transport};
 
 amqp_client::adapter_connect_api!("tokio");
 
-/// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
-pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
+/// Dials TCP (and TLS), spawns the driver with `tokio::spawn` and runs the handshake.
+async fn dial_and_start(
+    options: impl IntoConnectOptions,
+) -> Result<amqp_client::Connection, ConnectError> {
     let dial = |uri: &AmqpUri| {
         let addr = (uri.host.clone(), uri.port);
         async move {
@@ -130,7 +139,7 @@ pub async fn connect_with(options: impl IntoConnectOptions) -> Result<Connection
 /// A TLS stream (tokio-rustls over tokio TCP) as the driver's [`Transport`]. Feature `tls`.
 #[cfg(feature = "tls")]
 #[derive(Debug)]
-pub struct TokioTlsTransport(pub tokio_rustls::client::TlsStream<TcpStream>);
+struct TokioTlsTransport(tokio_rustls::client::TlsStream<TcpStream>);
 
 #[cfg(feature = "tls")]
 impl Transport for TokioTlsTransport {
@@ -162,7 +171,7 @@ impl Transport for TokioTlsTransport {
 /// A tokio TCP stream as the driver's [`Transport`]: readiness plus `try_read_buf` reads
 /// straight into the core's buffer, writes are vectored.
 #[derive(Debug)]
-pub struct TokioTransport(pub TcpStream);
+struct TokioTransport(TcpStream);
 
 impl Transport for TokioTransport {
     fn poll_read_buf(
@@ -198,7 +207,7 @@ impl Transport for TokioTransport {
 
 /// tokio's timer as the driver's [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioTimer;
+struct TokioTimer;
 
 impl Timer for TokioTimer {
     fn now(&self) -> Instant {

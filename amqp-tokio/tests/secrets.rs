@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use amqp_conformance::node::{BrokerNode, shared_tls_node};
 use amqp_tokio::{
-    BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, Connect,
-    ConnectOptions, Connection, ErrorKind, FieldTable, QueueDeclareOptions, TlsOptions,
+    BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, ConnectOptions,
+    Connection, ErrorKind, FieldTable, QueueDeclareOptions, TlsOptions,
 };
 
 /// Every test is bounded: a hang is a failure.

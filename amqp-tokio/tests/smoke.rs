@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions,
-    Connect, Connection, ErrorKind, FieldTable, QueueDeclareOptions,
+    Connection, ErrorKind, FieldTable, QueueDeclareOptions,
 };
 use futures_util::StreamExt;
 

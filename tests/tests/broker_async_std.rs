@@ -8,11 +8,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use amqp_async_std::{ConnectError, ConnectOptions, Connection};
+use amqp_async_std::{ConnectError, ConnectOptions};
+use amqp_client::Connection;
 use amqp_conformance::conformance::asynchronous::{BoxFuture, Runtime};
 
 fn connect(options: ConnectOptions) -> BoxFuture<'static, Result<Connection, ConnectError>> {
-    Box::pin(amqp_async_std::connect_with(options))
+    Box::pin(async move {
+        amqp_async_std::connect_with(options)
+            .await
+            .map(Connection::from)
+    })
 }
 
 /// amqp-async-std, scenarios on async-std's executor.

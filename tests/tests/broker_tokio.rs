@@ -7,8 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use amqp_client::Connection;
 use amqp_conformance::conformance::asynchronous::{BoxFuture, Runtime};
-use amqp_tokio::{ConnectError, ConnectOptions, Connection};
+use amqp_tokio::{ConnectError, ConnectOptions};
 
 /// amqp-tokio on a two-worker tokio runtime per test.
 struct Tokio;
@@ -31,7 +32,11 @@ impl Runtime for Tokio {
         &self,
         options: ConnectOptions,
     ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
-        Box::pin(amqp_tokio::connect_with(options))
+        Box::pin(async move {
+            amqp_tokio::connect_with(options)
+                .await
+                .map(Connection::from)
+        })
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {

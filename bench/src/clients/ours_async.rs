@@ -56,9 +56,10 @@ impl Dial for TokioDial {
 pub struct AsyncStdDial;
 impl Dial for AsyncStdDial {
     async fn connect(uri: String) -> Result<Connection> {
-        // The same `Connection` type: amqp-async-std re-exports amqp-client too.
+        // Each adapter's `Connection` wraps amqp-client's, which both share.
         amqp_async_std::connect(&uri)
             .await
+            .map(|c| Connection::from(c.into_inner()))
             .context("amqp-async-std connect")
     }
 }
