@@ -226,7 +226,7 @@ fn table(pairs: &[(String, String)]) -> FieldTable {
 }
 
 async fn channel(conn: &ConnArgs) -> Result<(Connection, Channel), CliError> {
-    let connection = amqp_tokio::connect(&conn.uri).await?;
+    let connection = amqp_tokio::connect(&conn.uri).await?.into_inner();
     let channel = connection.open_channel().await?;
     Ok((connection, channel))
 }

@@ -34,7 +34,7 @@ pub fn run_tokio(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::other(format!("cannot start tokio: {e}")))?;
     let rt = Rt {
-        connect: |uri| Box::pin(async move { amqp_tokio::connect(&uri).await }),
+        connect: |uri| Box::pin(async move { amqp_tokio::connect(&uri).await.map(Into::into) }),
         spawn: |task| {
             let handle = tokio::spawn(task);
             Box::pin(async move {
@@ -50,7 +50,7 @@ pub fn run_tokio(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
 
 pub fn run_async_std(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
     let rt = Rt {
-        connect: |uri| Box::pin(async move { amqp_async_std::connect(&uri).await }),
+        connect: |uri| Box::pin(async move { amqp_async_std::connect(&uri).await.map(Into::into) }),
         spawn: |task| Box::pin(async_std::task::spawn(task)),
         sleep: |d| Box::pin(async_std::task::sleep(d)),
     };

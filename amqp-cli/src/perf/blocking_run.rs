@@ -143,7 +143,7 @@ fn produce(channel: &Channel, plan: &Plan, stats: &Stats) -> Result<(), Error> {
     Ok(())
 }
 
-fn consume(mut consumer: Consumer, plan: &Plan, stats: &Stats) -> Result<(), Error> {
+fn consume(consumer: Consumer, plan: &Plan, stats: &Stats) -> Result<(), Error> {
     let ack_every = plan.ack_every();
     let mut unacked = 0u32;
     let mut last = None;
