@@ -86,7 +86,10 @@ impl Connection {
         {
             let mut s = lock(self.shared());
             if !s.core.is_closed() {
-                let _ = s.core.close("closed by client");
+                let _ = {
+                    let now = s.now();
+                    s.core.close(now, "closed by client")
+                };
             }
             s.after_command();
         }

@@ -103,12 +103,11 @@ enum Step {
 
 impl<T: Transport, R: Timer> Driver<T, R> {
     pub(crate) fn new(shared: SharedRef, io: T, timer: Arc<R>) -> Self {
-        let rbuf = std::mem::take(lock(&shared).core.read_buf());
         Driver {
             shared,
             io,
             timer,
-            rbuf,
+            rbuf: BytesMut::new(),
             out: VecDeque::new(),
             need_flush: false,
             read_done: false,
@@ -144,19 +143,18 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         let mut s = lock(&self.shared);
         let now = self.timer.now();
         // Hand the buffer back to the core, which decodes in place (bodies stay slices of it).
-        std::mem::swap(s.core.read_buf(), &mut self.rbuf);
+        // The core decodes in place: received bodies stay slices of this buffer.
         match result {
             Ok(0) => {
                 self.read_done = true;
                 s.core.handle_eof(now);
             }
-            Ok(_) => s.core.process_input(now),
+            Ok(_) => s.core.process_input(&mut self.rbuf, now),
             Err(e) => {
                 self.read_done = true;
                 s.core.handle_transport_error(e.kind(), e.to_string(), now);
             }
         }
-        std::mem::swap(s.core.read_buf(), &mut self.rbuf);
         s.dispatch();
         true
     }
@@ -220,11 +218,13 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         let (closed, pending_output, deadline) = {
             let mut s = lock(&self.shared);
             if self.write_failed {
-                while s.core.pop_transmit().is_some() {}
+                let now = self.timer.now();
+                while s.core.poll_transmit(now).is_some() {}
             } else if self.out.is_empty() {
                 let mut bytes = 0;
+                let now = self.timer.now();
                 while self.out.len() < MAX_IOVECS && bytes < MAX_BATCH_BYTES {
-                    match s.core.pop_transmit() {
+                    match s.core.poll_transmit(now) {
                         Some(chunk) => {
                             bytes += chunk.len();
                             self.out.push_back(chunk);

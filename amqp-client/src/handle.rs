@@ -23,7 +23,10 @@ impl Drop for ConnHandle {
         let mut s = lock(&self.shared);
         if !s.core.is_closed() {
             // Refused (and harmless) when a close is already under way.
-            let _ = s.core.close("client dropped the connection");
+            let _ = {
+                let now = s.now();
+                s.core.close(now, "client dropped the connection")
+            };
         }
         s.after_command();
     }

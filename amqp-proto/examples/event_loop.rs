@@ -1,11 +1,13 @@
 //! Embedding the sans-IO core in your own event loop: a non-blocking socket driven by mio.
 //!
 //! The loop does four things and nothing else: write what the core wants written, read what
-//! arrives into the core, sleep until the core's next deadline, and act on the core's events.
+//! arrives into the core, sleep until the core's next deadline, and act on the core's events
+//! (the order [`Connection`]'s documentation states).
 //! All protocol behaviour (handshake, heartbeats, confirms, closing) is the core's.
 //!
 //! Run against a local broker: `cargo run -p amqp-proto --example event_loop [amqp-uri]`.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use amqp_proto::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, Confirmation, Connection,
     ConnectionConfig, Event, FieldTable, QueueDeclareOptions, Reply, RequestId,
 };
+use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -55,40 +58,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = Events::with_capacity(8);
     let mut step = Step::Connecting;
     let mut confirmed = 0;
+    // Output taken from the core but not yet accepted by the socket, and the read buffer.
+    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
 
     while !conn.is_closed() {
-        // 1. Write: hand the queued chunks to one vectored write.
-        while conn.wants_write() {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = conn.io_slices(&mut slices);
-            match socket.write_vectored(&slices[..n]) {
-                Ok(written) => conn.advance_transmit(written),
-                // Also "not connected" while the non-blocking connect is still under way.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => conn.handle_transport_error(e.kind(), e.to_string(), Instant::now()),
-            }
+        // 1. Write: hand the queued chunks to vectored writes until the socket is full.
+        if let Err(e) = write_out(&mut conn, &mut socket, &mut out) {
+            conn.handle_transport_error(e.kind(), e.to_string(), Instant::now());
         }
         // 2. Sleep until the socket is ready or the core's next deadline.
         let timeout = conn
             .poll_timeout()
             .map(|t| t.saturating_duration_since(Instant::now()));
         poll.poll(&mut events, timeout.or(Some(Duration::from_secs(1))))?;
-        // 3. Read everything available straight into the core's buffer.
+        // 3. Read everything available into our buffer; the core decodes it in place
+        //    (received bodies are slices of it, not copies).
         loop {
-            let mut chunk = [0u8; 64 * 1024];
-            match socket.read(&mut chunk) {
+            let start = rbuf.len();
+            rbuf.resize(start + 64 * 1024, 0);
+            let read = socket.read(&mut rbuf[start..]);
+            rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
                 Ok(0) => {
                     conn.handle_eof(Instant::now());
                     break;
                 }
-                Ok(n) => conn.handle_input(&chunk[..n], Instant::now()),
+                Ok(_) => conn.process_input(&mut rbuf, Instant::now()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     conn.handle_transport_error(e.kind(), e.to_string(), Instant::now());
@@ -158,7 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     step = Step::Consuming(ch, n);
                     if n == MESSAGES {
                         println!("consumed {MESSAGES}, {confirmed} publishes confirmed");
-                        conn.close("done")?;
+                        conn.close(Instant::now(), "done")?;
                         step = Step::Closing;
                     }
                 }
@@ -169,8 +165,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // Flush the close-ok or close we may still owe the broker.
-    while let Some(chunk) = conn.pop_transmit() {
+    for chunk in out.drain(..) {
+        let _ = socket.write_all(&chunk);
+    }
+    while let Some(chunk) = conn.poll_transmit(Instant::now()) {
         let _ = socket.write_all(&chunk);
     }
     Ok(())
+}
+
+/// Writes the core's output until it is all written or the socket would block; `out` keeps
+/// what the socket did not take yet.
+fn write_out(
+    conn: &mut Connection,
+    socket: &mut TcpStream,
+    out: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    loop {
+        while out.len() < 64 {
+            match conn.poll_transmit(Instant::now()) {
+                Some(chunk) => out.push_back(chunk),
+                None => break,
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let slices: Vec<IoSlice<'_>> = out.iter().map(|c| IoSlice::new(c)).collect();
+        match socket.write_vectored(&slices) {
+            Ok(mut written) => {
+                while let Some(front) = out.front_mut() {
+                    if front.len() > written {
+                        front.advance(written);
+                        break;
+                    }
+                    written -= front.len();
+                    out.pop_front();
+                }
+            }
+            // Also "not connected" while the non-blocking connect is still under way.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => {
+                out.clear();
+                return Err(e);
+            }
+        }
+    }
 }

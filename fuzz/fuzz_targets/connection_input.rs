@@ -11,9 +11,9 @@
 //! steps) time moves between reads.
 //!
 //! Checks: no panic; per read, the output queued and the events emitted stay within a bound
-//! proportional to the bytes read, and nothing at all after `Closed`; the read buffer never
-//! holds a whole frame's worth; `poll_timeout` is always in the future; and the
-//! bookkeeping holds: every request completes exactly once, every confirm-mode publish gets
+//! proportional to the bytes read, and nothing at all after `Closed`; the read buffer (when
+//! the harness owns it) never holds a whole frame's worth; `poll_timeout` is always in the
+//! future; and the bookkeeping holds: every request completes exactly once, every confirm-mode publish gets
 //! exactly one outcome, every consumer ends exactly once, `Closed` comes once and last.
 #![no_main]
 
@@ -93,15 +93,17 @@ struct Harness {
     conn: Connection,
     now: Instant,
     books: Books,
+    /// Feed through a read buffer owned here (`process_input`) rather than `handle_input`.
     use_read_buf: bool,
+    rbuf: BytesMut,
     frame_max: u32,
 }
 
 impl Harness {
     fn feed(&mut self, bytes: &[u8]) {
         if self.use_read_buf {
-            self.conn.read_buf().extend_from_slice(bytes);
-            self.conn.process_input(self.now);
+            self.rbuf.extend_from_slice(bytes);
+            self.conn.process_input(&mut self.rbuf, self.now);
         } else {
             self.conn.handle_input(bytes, self.now);
         }
@@ -141,10 +143,10 @@ impl Harness {
             events <= 64 + read + outstanding,
             "{events} events after reading {read} bytes with {outstanding} things outstanding"
         );
-        while self.conn.pop_transmit().is_some() {}
+        while self.conn.poll_transmit(self.now).is_some() {}
         assert_eq!(self.conn.transmit_len(), 0);
         if !self.conn.is_closed() && self.frame_max != 0 {
-            let held = self.conn.read_buf().len();
+            let held = self.rbuf.len();
             assert!(
                 held < self.frame_max as usize,
                 "read buffer holds {held} bytes"
@@ -190,6 +192,7 @@ fn setup(selector: u8) -> Harness {
         now,
         books: Books::default(),
         use_read_buf: selector & 16 != 0,
+        rbuf: BytesMut::new(),
         frame_max,
     };
     h.settle(0);

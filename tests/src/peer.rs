@@ -311,7 +311,7 @@ impl Pair {
     pub fn pump(&mut self) {
         loop {
             let mut moved = false;
-            while let Some(chunk) = self.client.pop_transmit() {
+            while let Some(chunk) = self.client.poll_transmit(self.now) {
                 moved = true;
                 let frames = self.peer.receive(&chunk);
                 self.inbox.extend(frames);

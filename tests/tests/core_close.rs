@@ -226,7 +226,7 @@ fn client_connection_close() {
     let (ch, request) = busy(&mut pair);
     let secret = pair.client.update_secret(b"t", "r").unwrap();
     pair.next_frame();
-    let id = pair.client.close("shutting down").unwrap();
+    let id = pair.client.close(pair.now, "shutting down").unwrap();
     let close = pair.expect_connection_close();
     assert_eq!(
         (close.reply_code, close.reply_text.as_str()),
@@ -259,7 +259,7 @@ fn client_connection_close() {
 
     // Commands while closing return the close reason.
     assert_eq!(pair.client.open_channel().unwrap_err(), *error);
-    assert_eq!(pair.client.close("again").unwrap_err(), *error);
+    assert_eq!(pair.client.close(pair.now, "again").unwrap_err(), *error);
 
     // Until close-ok, what the broker sends is ignored.
     pair.deliver(ch.0, "c1", 1, b"late");
@@ -311,7 +311,7 @@ fn server_connection_close() {
     // Commands afterwards return the same error.
     assert_eq!(pair.client.open_channel().unwrap_err(), error);
     assert_eq!(pair.client.basic_qos(ch, 1, 0, false).unwrap_err(), error);
-    assert_eq!(pair.client.close("x").unwrap_err(), error);
+    assert_eq!(pair.client.close(pair.now, "x").unwrap_err(), error);
     assert_eq!(
         pair.client
             .basic_publish(
@@ -334,7 +334,7 @@ fn server_connection_close() {
 #[test]
 fn both_sides_close_at_once() {
     let mut pair = Pair::connected();
-    let id = pair.client.close("bye").unwrap();
+    let id = pair.client.close(pair.now, "bye").unwrap();
     pair.expect_connection_close();
     pair.send_method(
         0,
@@ -393,7 +393,7 @@ fn transport_error() {
 #[test]
 fn transport_error_during_our_close_is_an_orderly_end() {
     let mut pair = Pair::connected();
-    let id = pair.client.close("bye").unwrap();
+    let id = pair.client.close(pair.now, "bye").unwrap();
     pair.expect_connection_close();
     pair.client
         .handle_transport_error(IoKind::ConnectionReset, "reset".into(), pair.now);
@@ -433,7 +433,7 @@ fn eof_between_frames() {
 #[test]
 fn eof_after_our_close_is_an_orderly_end() {
     let mut pair = Pair::connected();
-    let id = pair.client.close("bye").unwrap();
+    let id = pair.client.close(pair.now, "bye").unwrap();
     pair.expect_connection_close();
     pair.client.handle_eof(pair.now);
     assert_eq!(pair.expect_completed(id), Ok(Reply::ConnectionClosed));
@@ -449,7 +449,7 @@ fn close_timeout_when_the_broker_never_answers() {
     };
     let mut pair = Pair::connected_with(config, 2047, 131_072, 0);
     let (ch, request) = busy(&mut pair);
-    let id = pair.client.close("bye").unwrap();
+    let id = pair.client.close(pair.now, "bye").unwrap();
     pair.expect_connection_close();
     let events = pair.drain_events();
     let Event::Completed {
@@ -564,7 +564,7 @@ fn peer_going_silent_during_our_close_ends_it_like_the_close_timeout() {
         ..Default::default()
     };
     let mut pair = Pair::connected_with(config, 2047, 131_072, 1);
-    let id = pair.client.close("bye").unwrap();
+    let id = pair.client.close(pair.now, "bye").unwrap();
     pair.expect_connection_close();
     pair.advance(Duration::from_secs(2));
     assert_eq!(pair.expect_completed(id), Ok(Reply::ConnectionClosed));

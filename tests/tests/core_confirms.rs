@@ -373,7 +373,7 @@ fn connection_close_loses_outstanding_publishes() {
 #[test]
 fn client_connection_close_loses_outstanding_publishes() {
     let (mut pair, _) = three_with_one_confirmed();
-    pair.client.close("bye").unwrap();
+    pair.client.close(pair.now, "bye").unwrap();
     let events = pair.drain_events();
     let Some(Event::Confirmed {
         outcome: Confirmation::Lost(err),

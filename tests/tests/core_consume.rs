@@ -88,12 +88,12 @@ fn one_frame_body_is_a_slice_of_the_read_buffer() {
     pair.peer
         .send_content(1, deliver(1), &BasicProperties::default(), &body);
     let wire = pair.peer.take_output();
-    // Read straight into the connection's buffer, as an adapter does, and note where it lives.
-    let buf = pair.client.read_buf();
+    // Read into a buffer of our own, as an adapter does, and note where it lives.
+    let mut buf = bytes::BytesMut::new();
     buf.extend_from_slice(&wire);
     let start = buf.as_ptr() as usize;
     let end = start + buf.capacity();
-    pair.client.process_input(pair.now);
+    pair.client.process_input(&mut buf, pair.now);
     let d = pair.expect_delivery();
     assert_eq!(&d.body[..], &body[..]);
     let at = d.body.as_ptr() as usize;
@@ -112,13 +112,13 @@ fn a_joined_delivery_keeps_nothing_of_the_read_buffer() {
         .with_headers(FieldTable::new().with("k", "v"));
     pair.peer.send_content(1, deliver(1), &props, &body);
     let wire = pair.peer.take_output();
-    let buf = pair.client.read_buf();
+    let mut buf = bytes::BytesMut::new();
     buf.extend_from_slice(&wire);
     let inside = {
         let start = buf.as_ptr() as usize;
         start..start + buf.capacity()
     };
-    pair.client.process_input(pair.now);
+    pair.client.process_input(&mut buf, pair.now);
     let d = pair.expect_delivery();
     assert_eq!(&d.body[..], &body[..]);
     assert_eq!(d.properties, props);
@@ -437,7 +437,7 @@ fn large_published_bodies_are_queued_by_reference() {
         .unwrap();
     let mut by_reference = false;
     let mut wire = Vec::new();
-    while let Some(chunk) = pair.client.pop_transmit() {
+    while let Some(chunk) = pair.client.poll_transmit(pair.now) {
         by_reference |= range.contains(&(chunk.as_ptr() as usize));
         wire.extend_from_slice(&chunk);
     }

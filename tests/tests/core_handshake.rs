@@ -636,7 +636,7 @@ fn a_method_out_of_order_during_the_handshake_is_503() {
 fn close_before_the_broker_answered_ends_at_once() {
     let mut pair = Pair::new(ConnectionConfig::default());
     pair.pump();
-    let id = pair.client.close("bye").expect("close");
+    let id = pair.client.close(pair.now, "bye").expect("close");
     assert_eq!(
         pair.expect_completed(id),
         Ok(amqp_proto::Reply::ConnectionClosed)

@@ -105,7 +105,8 @@ fn feeding_no_new_bytes_does_not_count_as_traffic() {
     let mut pair = Pair::connected();
     let t0 = pair.now;
     pair.advance(secs(100));
-    pair.client.process_input(pair.now);
+    pair.client
+        .process_input(&mut bytes::BytesMut::new(), pair.now);
     pair.client.handle_input(&[], pair.now);
     pair.advance(secs(20));
     assert_eq!(pair.expect_closed(), Some(Error::HeartbeatTimeout(120)));

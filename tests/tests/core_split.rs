@@ -14,7 +14,7 @@ use amqp_proto::{
     ConnectionOpenOk, ConnectionTune, ConnectionUnblocked, ContentHeader, Error, Event, FieldTable,
     Frame, Reply, ShortString,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::time::Instant;
 
@@ -179,6 +179,7 @@ struct Run {
     events: Vec<Event>,
     output: Vec<u8>,
     use_read_buf: bool,
+    read_buf: BytesMut,
 }
 
 impl Run {
@@ -193,13 +194,14 @@ impl Run {
             events: Vec::new(),
             output: Vec::new(),
             use_read_buf,
+            read_buf: BytesMut::new(),
         }
     }
 
     fn feed(&mut self, bytes: &[u8]) {
         if self.use_read_buf {
-            self.client.read_buf().extend_from_slice(bytes);
-            self.client.process_input(self.now);
+            self.read_buf.extend_from_slice(bytes);
+            self.client.process_input(&mut self.read_buf, self.now);
         } else {
             self.client.handle_input(bytes, self.now);
         }
@@ -252,7 +254,7 @@ impl Run {
             }
             self.events.push(event);
         }
-        while let Some(chunk) = self.client.pop_transmit() {
+        while let Some(chunk) = self.client.poll_transmit(self.now) {
             self.output.extend_from_slice(&chunk);
         }
     }

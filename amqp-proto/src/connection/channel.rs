@@ -6,23 +6,15 @@ use smallvec::SmallVec;
 
 use bytes::{Bytes, BytesMut};
 
-use super::event::{DeliveryTag, ReturnedMessage};
+use super::event::{DeliveryTag, RequestId, ReturnedMessage};
 use crate::properties::BasicProperties;
 use crate::spec::{BasicDeliver, BasicGetOk, BasicReturn, Method};
 use crate::types::ShortString;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ChannelState {
-    Opening,
-    Open,
-    /// This client sent `channel.close` and waits for `close-ok`.
-    Closing,
-}
-
 /// A synchronous request waiting for its reply.
 #[derive(Debug)]
 pub(super) struct Pending {
-    pub(super) id: super::RequestId,
+    pub(super) id: RequestId,
     pub(super) request: Method,
 }
 
@@ -31,7 +23,7 @@ pub(super) struct Pending {
 pub(super) enum ContentMethod {
     Deliver(BasicDeliver),
     /// With the `basic.get` request it answers.
-    GetOk(BasicGetOk, super::RequestId),
+    GetOk(BasicGetOk, RequestId),
     Return(BasicReturn),
 }
 
@@ -247,35 +239,43 @@ impl Confirms {
     }
 }
 
+/// A channel in its life: each state holds what belongs to it, so a channel that is still
+/// opening cannot have consumers and a closing one keeps nothing but its close request.
 #[derive(Debug)]
-pub(super) struct Channel {
-    pub(super) state: ChannelState,
+pub(super) enum Channel {
+    /// `channel.open` sent; completes the request when `open-ok` arrives.
+    Opening(RequestId),
+    /// Ready for commands.
+    Open(Box<OpenChannel>),
+    /// This client sent `channel.close`; completes the request when `close-ok` arrives.
+    Closing(RequestId),
+}
+
+/// What an open channel keeps.
+#[derive(Debug)]
+pub(super) struct OpenChannel {
     pub(super) pending: VecDeque<Pending>,
     pub(super) incoming: Option<Incoming>,
     pub(super) consumers: HashSet<ShortString>,
     pub(super) confirms: Option<Confirms>,
     /// False while the broker has paused publishing with `channel.flow`.
     pub(super) flow_active: bool,
-    /// Set when a handler finished the channel, so it is not put back in the table.
-    pub(super) removed: bool,
 }
 
-impl Channel {
-    pub(super) fn new() -> Self {
-        Channel {
-            state: ChannelState::Opening,
+impl Default for OpenChannel {
+    fn default() -> Self {
+        OpenChannel {
             pending: VecDeque::new(),
             incoming: None,
             consumers: HashSet::new(),
             confirms: None,
             flow_active: true,
-            removed: false,
         }
     }
 }
 
-/// Open channels by number: a slot per number up to the highest in use, so the per-frame
-/// lookup (and the take-out/put-back around handling a frame) is an index, not a tree walk.
+/// Channels by number: a slot per number up to the highest in use, so the per-frame lookup is
+/// an index, not a tree walk.
 #[derive(Debug, Default)]
 pub(super) struct ChannelTable {
     slots: Vec<Option<Channel>>,

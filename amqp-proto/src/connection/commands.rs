@@ -1,0 +1,563 @@
+//! The commands: each checks the state, queues its method and returns at once; a request's
+//! outcome comes back later as [`Event::Completed`].
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::channel::{Channel, Confirms, Pending};
+use super::options::*;
+use super::{
+    ChannelId, CloseCause, CloseReason, Connection, ConsumerEnd, DeliveryTag, Error, Event,
+    HandshakeStep, Initiator, Lifecycle, Reply, RequestId, WouldBlock, short,
+};
+use crate::error::ReplyCode;
+use crate::properties::BasicProperties;
+use crate::spec::*;
+use crate::types::{FieldTable, LongString, ShortString};
+
+impl Connection {
+    /// Sends a synchronous method on an open channel and registers it for its reply; no-wait
+    /// requests complete at once.
+    fn request(&mut self, ch: ChannelId, method: Method, nowait: bool) -> Result<RequestId, Error> {
+        self.open_channel_mut(ch)?;
+        self.send_method(ch.0, &method)?;
+        let id = self.next_id();
+        let (Some(Channel::Open(open)), mut cx) = split!(self, ch.0) else {
+            return Ok(id);
+        };
+        if !nowait {
+            open.pending.push_back(Pending {
+                id,
+                request: method,
+            });
+            return Ok(id);
+        }
+        let reply = match &method {
+            Method::BasicConsume(m) => {
+                open.consumers.insert(m.consumer_tag.clone());
+                Reply::Consuming {
+                    consumer_tag: m.consumer_tag.clone(),
+                }
+            }
+            Method::BasicCancel(m) => {
+                open.end_consumer(&m.consumer_tag, ConsumerEnd::Cancelled, &mut cx);
+                Reply::Sent
+            }
+            _ => Reply::Sent,
+        };
+        cx.topology.record(ch.0, &method, None);
+        cx.events.push_back(Event::Completed {
+            id,
+            result: Ok(reply),
+        });
+        Ok(id)
+    }
+
+    /// Opens a channel on the lowest free number. Completes with [`Reply::ChannelOpened`].
+    pub fn open_channel(&mut self) -> Result<(ChannelId, RequestId), Error> {
+        self.check_open()?;
+        let max = match self.tuning.channel_max {
+            0 => u16::MAX,
+            m => m,
+        };
+        let id = (1..=max)
+            .find(|n| !self.channels.contains_key(n))
+            .ok_or(Error::Usage(
+                "all channel numbers up to channel_max are in use",
+            ))?;
+        self.send_method(id, &ChannelOpen::default().into())?;
+        let rid = self.next_id();
+        self.channels.insert(id, Channel::Opening(rid));
+        Ok((ChannelId(id), rid))
+    }
+
+    /// Closes a channel (reply 200). Everything pending on it fails at once with that reason;
+    /// completes with [`Reply::ChannelClosed`] when the broker confirms.
+    pub fn close_channel(&mut self, ch: ChannelId) -> Result<RequestId, Error> {
+        self.check_open()?;
+        match self.channels.get(&ch.0) {
+            None => return Err(Error::Usage("no such channel (never opened, or closed)")),
+            Some(Channel::Closing(_)) => {
+                return Err(Error::Usage("the channel is already closing"));
+            }
+            Some(_) => {}
+        }
+        let close = ChannelClose {
+            reply_code: ReplyCode::REPLY_SUCCESS.0,
+            reply_text: ShortString::from_static("closed by client"),
+            class_id: 0,
+            method_id: 0,
+        };
+        self.send_method(ch.0, &close.clone().into())?;
+        let reason = CloseReason {
+            initiator: Initiator::Client,
+            code: ReplyCode::REPLY_SUCCESS,
+            text: close.reply_text.clone(),
+            class_id: 0,
+            method_id: 0,
+        };
+        let error = Error::ChannelClosed {
+            channel: ch.0,
+            reason,
+        };
+        let id = self.next_id();
+        if let (Some(channel), mut cx) = split!(self, ch.0) {
+            std::mem::replace(channel, Channel::Closing(id)).fail(&error, &mut cx);
+            // Its consumers ended just now; recovery must not bring them back.
+            cx.topology.forget_channel(ch.0);
+        }
+        Ok(id)
+    }
+
+    /// Asks the broker to pause (`false`) or resume (`true`) deliveries on the channel.
+    pub fn channel_flow(&mut self, ch: ChannelId, active: bool) -> Result<RequestId, Error> {
+        self.request(ch, ChannelFlow { active }.into(), false)
+    }
+
+    /// Declares an exchange of `kind` (`direct`, `fanout`, `topic`, `headers`, …).
+    pub fn exchange_declare(
+        &mut self,
+        ch: ChannelId,
+        exchange: &str,
+        kind: &str,
+        options: ExchangeDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<RequestId, Error> {
+        let m = ExchangeDeclare {
+            reserved_1: 0,
+            exchange: short(exchange)?,
+            kind: short(kind)?,
+            passive: options.passive,
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            no_wait: options.nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), options.nowait)
+    }
+
+    /// Deletes an exchange.
+    pub fn exchange_delete(
+        &mut self,
+        ch: ChannelId,
+        exchange: &str,
+        if_unused: bool,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = ExchangeDelete {
+            reserved_1: 0,
+            exchange: short(exchange)?,
+            if_unused,
+            no_wait: nowait,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Binds exchange `destination` to `source` (a RabbitMQ extension).
+    pub fn exchange_bind(
+        &mut self,
+        ch: ChannelId,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = ExchangeBind {
+            reserved_1: 0,
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            no_wait: nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Removes an exchange-to-exchange binding.
+    pub fn exchange_unbind(
+        &mut self,
+        ch: ChannelId,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = ExchangeUnbind {
+            reserved_1: 0,
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            no_wait: nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Declares a queue (an empty name lets the broker choose). Completes with
+    /// [`Reply::QueueDeclared`].
+    pub fn queue_declare(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<RequestId, Error> {
+        let m = QueueDeclare {
+            reserved_1: 0,
+            queue: short(queue)?,
+            passive: options.passive,
+            durable: options.durable,
+            exclusive: options.exclusive,
+            auto_delete: options.auto_delete,
+            no_wait: options.nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), options.nowait)
+    }
+
+    /// Binds a queue to an exchange.
+    pub fn queue_bind(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = QueueBind {
+            reserved_1: 0,
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            no_wait: nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Removes a queue binding.
+    pub fn queue_unbind(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<RequestId, Error> {
+        let m = QueueUnbind {
+            reserved_1: 0,
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            arguments,
+        };
+        self.request(ch, m.into(), false)
+    }
+
+    /// Removes all ready messages from a queue. Completes with [`Reply::QueuePurged`].
+    pub fn queue_purge(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = QueuePurge {
+            reserved_1: 0,
+            queue: short(queue)?,
+            no_wait: nowait,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Deletes a queue. Completes with [`Reply::QueueDeleted`].
+    pub fn queue_delete(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        options: QueueDeleteOptions,
+    ) -> Result<RequestId, Error> {
+        let m = QueueDelete {
+            reserved_1: 0,
+            queue: short(queue)?,
+            if_unused: options.if_unused,
+            if_empty: options.if_empty,
+            no_wait: options.nowait,
+        };
+        self.request(ch, m.into(), options.nowait)
+    }
+
+    /// Limits unacknowledged deliveries (per consumer, or per channel with `global`).
+    pub fn basic_qos(
+        &mut self,
+        ch: ChannelId,
+        prefetch_count: u16,
+        prefetch_size: u32,
+        global: bool,
+    ) -> Result<RequestId, Error> {
+        let m = BasicQos {
+            prefetch_size,
+            prefetch_count,
+            global,
+        };
+        self.request(ch, m.into(), false)
+    }
+
+    /// Starts a consumer (an empty tag lets the broker choose). Completes with
+    /// [`Reply::Consuming`]; deliveries then arrive as [`Event::Delivery`] and the end as
+    /// [`Event::ConsumerEnded`].
+    pub fn basic_consume(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        consumer_tag: &str,
+        options: BasicConsumeOptions,
+        arguments: FieldTable,
+    ) -> Result<RequestId, Error> {
+        if options.nowait && consumer_tag.is_empty() {
+            return Err(Error::Usage("a no-wait consume needs a consumer tag"));
+        }
+        let m = BasicConsume {
+            reserved_1: 0,
+            queue: short(queue)?,
+            consumer_tag: short(consumer_tag)?,
+            no_local: options.no_local,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            no_wait: options.nowait,
+            arguments,
+        };
+        self.request(ch, m.into(), options.nowait)
+    }
+
+    /// Cancels a consumer. Completes with [`Reply::Cancelled`]; deliveries already sent may
+    /// still arrive before that.
+    pub fn basic_cancel(
+        &mut self,
+        ch: ChannelId,
+        consumer_tag: &str,
+        nowait: bool,
+    ) -> Result<RequestId, Error> {
+        let m = BasicCancel {
+            consumer_tag: short(consumer_tag)?,
+            no_wait: nowait,
+        };
+        self.request(ch, m.into(), nowait)
+    }
+
+    /// Fetches one message. Completes with [`Reply::Get`].
+    pub fn basic_get(
+        &mut self,
+        ch: ChannelId,
+        queue: &str,
+        no_ack: bool,
+    ) -> Result<RequestId, Error> {
+        let m = BasicGet {
+            reserved_1: 0,
+            queue: short(queue)?,
+            no_ack,
+        };
+        self.request(ch, m.into(), false)
+    }
+
+    /// Asks the broker to redeliver unacknowledged messages. Completes with
+    /// [`Reply::Recovered`].
+    pub fn basic_recover(&mut self, ch: ChannelId, requeue: bool) -> Result<RequestId, Error> {
+        self.request(ch, BasicRecover { requeue }.into(), false)
+    }
+
+    /// Like [`Connection::basic_recover`] without an answer (deprecated in the spec).
+    pub fn basic_recover_async(&mut self, ch: ChannelId, requeue: bool) -> Result<(), Error> {
+        self.open_channel_mut(ch)?;
+        self.send_method(ch.0, &BasicRecoverAsync { requeue }.into())
+    }
+
+    /// Turns on publisher confirms. Completes with [`Reply::ConfirmSelected`]; from then on
+    /// every publish returns a tag and gets one [`Event::Confirmed`].
+    pub fn confirm_select(&mut self, ch: ChannelId, nowait: bool) -> Result<RequestId, Error> {
+        let c = self.open_channel_mut(ch)?;
+        if c.confirms.is_none() {
+            c.confirms = Some(Confirms::default());
+        }
+        self.request(ch, ConfirmSelect { nowait }.into(), nowait)
+    }
+
+    /// Turns on transactions. Completes with [`Reply::TxSelected`].
+    pub fn tx_select(&mut self, ch: ChannelId) -> Result<RequestId, Error> {
+        self.request(ch, TxSelect {}.into(), false)
+    }
+
+    /// Commits the current transaction. Completes with [`Reply::TxCommitted`].
+    pub fn tx_commit(&mut self, ch: ChannelId) -> Result<RequestId, Error> {
+        self.request(ch, TxCommit {}.into(), false)
+    }
+
+    /// Abandons the current transaction. Completes with [`Reply::TxRolledBack`].
+    pub fn tx_rollback(&mut self, ch: ChannelId) -> Result<RequestId, Error> {
+        self.request(ch, TxRollback {}.into(), false)
+    }
+
+    /// Publishes a message. In confirm mode returns the tag its [`Event::Confirmed`] will
+    /// carry.
+    ///
+    /// Refused with [`Error::WouldBlock`] while the broker blocks the connection, pauses the
+    /// channel, or the output queue is above its high-water mark; acks, heartbeats and other
+    /// commands are never held back. The body is borrowed, so a refused publish can simply be
+    /// retried with it; large bodies are queued by reference (a `Bytes` clone), not copied.
+    pub fn basic_publish(
+        &mut self,
+        ch: ChannelId,
+        exchange: &str,
+        routing_key: &str,
+        options: BasicPublishOptions,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) -> Result<Option<DeliveryTag>, Error> {
+        let blocked = self.blocked.is_some();
+        let backpressured = self.is_backpressured();
+        let frame_max = self.tuning.frame_max;
+        let c = self.open_channel_mut(ch)?;
+        if blocked {
+            return Err(Error::WouldBlock(WouldBlock::ConnectionBlocked));
+        }
+        if !c.flow_active {
+            return Err(Error::WouldBlock(WouldBlock::ChannelFlow));
+        }
+        if backpressured {
+            return Err(Error::WouldBlock(WouldBlock::Backpressure));
+        }
+        let m = BasicPublish {
+            reserved_1: 0,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            mandatory: options.mandatory,
+            immediate: options.immediate,
+        };
+        self.transmit
+            .push_content(ch.0, &m.into(), properties, body, frame_max)?;
+        let tag = match self.channels.get_mut(&ch.0) {
+            Some(Channel::Open(c)) => c.confirms.as_mut().map(|c| c.publish(options.mandatory)),
+            _ => None,
+        };
+        Ok(tag)
+    }
+
+    /// Acknowledges a delivery (and all before it with `multiple`).
+    pub fn basic_ack(
+        &mut self,
+        ch: ChannelId,
+        tag: DeliveryTag,
+        multiple: bool,
+    ) -> Result<(), Error> {
+        self.open_channel_mut(ch)?;
+        self.send_method(
+            ch.0,
+            &BasicAck {
+                delivery_tag: tag.0,
+                multiple,
+            }
+            .into(),
+        )
+    }
+
+    /// Rejects deliveries, optionally requeueing them (a RabbitMQ extension).
+    pub fn basic_nack(
+        &mut self,
+        ch: ChannelId,
+        tag: DeliveryTag,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), Error> {
+        self.open_channel_mut(ch)?;
+        self.send_method(
+            ch.0,
+            &BasicNack {
+                delivery_tag: tag.0,
+                multiple,
+                requeue,
+            }
+            .into(),
+        )
+    }
+
+    /// Rejects one delivery, optionally requeueing it.
+    pub fn basic_reject(
+        &mut self,
+        ch: ChannelId,
+        tag: DeliveryTag,
+        requeue: bool,
+    ) -> Result<(), Error> {
+        self.open_channel_mut(ch)?;
+        self.send_method(
+            ch.0,
+            &BasicReject {
+                delivery_tag: tag.0,
+                requeue,
+            }
+            .into(),
+        )
+    }
+
+    /// Replaces the connection's secret (e.g. a refreshed OAuth2 token). Completes with
+    /// [`Reply::SecretUpdated`]; a broker that refuses closes the connection, which then
+    /// fails this request with its reason.
+    pub fn update_secret(&mut self, new_secret: &[u8], reason: &str) -> Result<RequestId, Error> {
+        self.check_open()?;
+        let m = ConnectionUpdateSecret {
+            new_secret: LongString::from(new_secret).into(),
+            reason: short(reason)?,
+        };
+        self.send_method(0, &m.into())?;
+        let id = self.next_id();
+        self.conn_pending
+            .push_back((id, ConnectionUpdateSecretOk::ID));
+        Ok(id)
+    }
+
+    /// Starts an orderly close (reply 200) at time `now`. Everything pending fails at once
+    /// with this reason; [`Event::Closed`]`(None)` follows the broker's `close-ok`, or the
+    /// close timeout, which runs from `now`.
+    pub fn close(&mut self, now: Instant, text: &str) -> Result<RequestId, Error> {
+        match self.lifecycle {
+            Lifecycle::Closing { .. } | Lifecycle::Closed { .. } => return Err(self.closed_error()),
+            Lifecycle::Handshake {
+                step: HandshakeStep::AwaitingStart | HandshakeStep::Authenticating,
+                ..
+            } => {
+                // Nothing to close politely before the broker has opened: just stop.
+                let id = self.next_id();
+                self.conn_pending.push_back((id, ConnectionCloseOk::ID));
+                self.finish(None);
+                return Ok(id);
+            }
+            _ => {}
+        }
+        let close = ConnectionClose {
+            reply_code: ReplyCode::REPLY_SUCCESS.0,
+            reply_text: short(text)?,
+            class_id: 0,
+            method_id: 0,
+        };
+        self.send_method(0, &close.clone().into())?;
+        let reason = CloseReason {
+            initiator: Initiator::Client,
+            code: ReplyCode::REPLY_SUCCESS,
+            text: close.reply_text,
+            class_id: 0,
+            method_id: 0,
+        };
+        let error = Error::ConnectionClosed(reason);
+        self.fail_everything(&error);
+        self.lifecycle = Lifecycle::Closing {
+            deadline: now + self.config.close_timeout,
+            cause: CloseCause::Client(error),
+        };
+        let id = self.next_id();
+        self.conn_pending.push_back((id, ConnectionCloseOk::ID));
+        Ok(id)
+    }
+}
