@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's main command: run the demo against the local RabbitMQ.
-#   ./scripts/demo.sh [ARGS...]     (ARGS are passed to the demo example)
-# Makes sure the broker is up first (scripts/ensure-broker.sh), then runs
-#   cargo run --release -p amqp-tokio --example demo -- ARGS...
+#   ./scripts/demo.sh [URI] [MESSAGES]
+# Makes sure the broker is up first (scripts/ensure-broker.sh), then builds and runs the
+# demo crate (demo/: amqp-tokio without TLS, tokio; nothing else):
+#   cargo run --release -p amqp-demo -- ARGS...
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,4 +12,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
     export PATH="${HOME:-/root}/.cargo/bin:${PATH}"
 fi
-exec cargo run --release -p amqp-tokio --example demo -- "$@"
+exec cargo run --release -p amqp-demo -- "$@"

@@ -15,5 +15,6 @@ pub use crate::{
 };
 #[cfg(feature = "tls")]
 pub use crate::{TlsOptions, tls};
+pub use amqp_proto::properties::IntoProperty;
 pub use amqp_proto::sasl::SaslMechanism;
 pub use amqp_proto::uri::Secret;

@@ -2,7 +2,7 @@
 //! report the throughput.
 //!
 //! ```text
-//! cargo run --release -p amqp-tokio --example demo -- [URI] [MESSAGES]
+//! cargo run --release -p amqp-demo -- [URI] [MESSAGES]      (what ./scripts/demo.sh runs)
 //! ```
 //!
 //! URI defaults to `$AMQP_URI`, then `amqp://guest:guest@127.0.0.1:5672/%2f`; MESSAGES to
@@ -100,7 +100,9 @@ async fn run() -> Result<(), BoxError> {
         Confirmation::Nack(_) => nacked += 1,
         Confirmation::Lost(_) | Confirmation::NotRequested => lost += 1,
     };
+    let mut progress = Progress::new("published", count);
     for _ in 0..count {
+        progress.step();
         if in_flight.len() == CONFIRM_WINDOW {
             if let Some(confirm) = in_flight.pop_front() {
                 tally(confirm.await);
@@ -147,7 +149,9 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     let mut received = 0usize;
     let mut bytes = 0usize;
+    let mut progress = Progress::new("received", count);
     while received < count {
+        progress.step();
         let delivery = match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
             Ok(Some(delivery)) => delivery?,
             Ok(None) => return Err("the consumer ended early".into()),
@@ -183,6 +187,54 @@ async fn run() -> Result<(), BoxError> {
         rate(count, consume_time)
     );
     Ok(())
+}
+
+/// A live count, printed about twice a second on one line.
+struct Progress {
+    what: &'static str,
+    done: usize,
+    total: usize,
+    started: Instant,
+    shown: Instant,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: usize) -> Self {
+        let now = Instant::now();
+        Progress {
+            what,
+            done: 0,
+            total,
+            started: now,
+            shown: now,
+        }
+    }
+
+    fn step(&mut self) {
+        use std::io::Write;
+        self.done += 1;
+        // Checking the clock every 1024 messages keeps this off the measured path.
+        if self.done % 1024 == 0 && self.shown.elapsed() >= Duration::from_millis(500) {
+            self.shown = Instant::now();
+            print!(
+                "\r   {} {}/{} ({:.0} msgs/s)   ",
+                self.what,
+                self.done,
+                self.total,
+                rate(self.done, self.started.elapsed())
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // Clear the live line so the summary starts clean.
+        if self.shown != self.started {
+            print!("\r{:60}\r", "");
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
