@@ -8,8 +8,9 @@ use std::task::Poll;
 
 use amqp_proto::ConnectionConfig;
 use amqp_proto::uri::AmqpUri;
+use tracing::Instrument;
 
-use crate::connection::{Connection, start_connection};
+use crate::connection::{Connection, connection_span, start_connection};
 use crate::driver::{Driver, Timer, Transport};
 use crate::error::ConnectError;
 #[cfg(feature = "tls")]
@@ -135,19 +136,24 @@ where
     D: Future<Output = io::Result<T>>,
 {
     let ConnectOptions { uri, config, .. } = options.into_connect_options()?;
-    if uri.scheme.is_tls() {
-        return Err(ConnectError::TlsNotSupported);
+    let span = connection_span(&config, Some(&uri));
+    async move {
+        if uri.scheme.is_tls() {
+            return Err(ConnectError::TlsNotSupported);
+        }
+        let started = timer.now();
+        let mut expired = config
+            .connection_timeout
+            .map(|limit| timer.sleep_until(started + limit));
+        let transport = within(&mut expired, dial(&uri))
+            .await?
+            .map_err(ConnectError::Io)?;
+        let (connecting, driver) = start_connection(config, started, transport, timer);
+        spawn(driver).map_err(ConnectError::Io)?;
+        Ok(connecting.await?)
     }
-    let started = timer.now();
-    let mut expired = config
-        .connection_timeout
-        .map(|limit| timer.sleep_until(started + limit));
-    let transport = within(&mut expired, dial(&uri))
-        .await?
-        .map_err(ConnectError::Io)?;
-    let (connecting, driver) = start_connection(config, started, transport, timer);
-    spawn(driver).map_err(ConnectError::Io)?;
-    Ok(connecting.await?)
+    .instrument(span)
+    .await
 }
 
 /// [`crate::connect_with_transport`] with TLS: for `amqps://` the TLS settings
@@ -175,44 +181,49 @@ where
     H: Future<Output = io::Result<S>>,
 {
     let ConnectOptions { uri, config, tls } = options.into_connect_options()?;
-    let started = timer.now();
-    tracing::debug!(
-        host = %uri.host,
-        port = uri.port,
-        tls = uri.scheme.is_tls(),
-        vhost = %config.vhost,
-        mechanism = config.sasl.name(),
-        "amqp: connecting"
-    );
-    let client = if uri.scheme.is_tls() {
-        Some(tls.client_for(&uri.host)?)
-    } else {
-        None
-    };
-    let mut expired = config
-        .connection_timeout
-        .map(|limit| timer.sleep_until(started + limit));
-    let tcp = within(&mut expired, dial(&uri))
-        .await?
-        .map_err(ConnectError::Io)?;
-    let transport = match client {
-        None => MaybeTls::plain(tcp),
-        Some(client) => {
-            let name = format!("{:?}", client.server_name);
-            let stream = within(&mut expired, handshake(client, tcp))
-                .await?
-                .map_err(|e| {
-                    let e = TlsError::from_handshake(e);
-                    tracing::debug!(server_name = %name, error = %e, "amqp: TLS handshake failed");
-                    ConnectError::Tls(e)
-                })?;
-            tracing::debug!(server_name = %name, "amqp: TLS handshake done");
-            MaybeTls::tls(stream)
-        }
-    };
-    let (connecting, driver) = start_connection(config, started, transport, timer);
-    spawn(driver).map_err(ConnectError::Io)?;
-    Ok(connecting.await?)
+    let span = connection_span(&config, Some(&uri));
+    async move {
+        let started = timer.now();
+        tracing::debug!(
+            host = %uri.host,
+            port = uri.port,
+            tls = uri.scheme.is_tls(),
+            vhost = %config.vhost,
+            mechanism = config.sasl.name(),
+            "amqp: connecting"
+        );
+        let client = if uri.scheme.is_tls() {
+            Some(tls.client_for(&uri.host)?)
+        } else {
+            None
+        };
+        let mut expired = config
+            .connection_timeout
+            .map(|limit| timer.sleep_until(started + limit));
+        let tcp = within(&mut expired, dial(&uri))
+            .await?
+            .map_err(ConnectError::Io)?;
+        let transport = match client {
+            None => MaybeTls::plain(tcp),
+            Some(client) => {
+                let name = format!("{:?}", client.server_name);
+                let stream = within(&mut expired, handshake(client, tcp))
+                    .await?
+                    .map_err(|e| {
+                        let e = TlsError::from_handshake(e);
+                        tracing::debug!(server_name = %name, error = %e, "amqp: TLS handshake failed");
+                        ConnectError::Tls(e)
+                    })?;
+                tracing::debug!(server_name = %name, "amqp: TLS handshake done");
+                MaybeTls::tls(stream)
+            }
+        };
+        let (connecting, driver) = start_connection(config, started, transport, timer);
+        spawn(driver).map_err(ConnectError::Io)?;
+        Ok(connecting.await?)
+    }
+    .instrument(span)
+    .await
 }
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;

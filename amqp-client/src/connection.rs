@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use amqp_proto as proto;
 use futures_core::Stream;
+use proto::uri::AmqpUri;
 use proto::{ConnectionConfig, Error, FieldTable, Tuning};
 
 use crate::channel::Channel;
@@ -178,14 +179,35 @@ pub fn start_connection<T: Transport, R: Timer>(
     transport: T,
     timer: R,
 ) -> (Connecting, Driver<T, R>) {
+    // Inside `connect_with_*` the current span is the connection's (with its endpoint).
+    let span = match tracing::Span::current() {
+        s if s.metadata().is_some_and(|m| m.name() == CONNECTION_SPAN) => s,
+        _ => connection_span(&config, None),
+    };
     let core = proto::Connection::new(config, started);
     let timer = Arc::new(timer);
-    let shared = Arc::new(Mutex::new(Shared::new(core, timer.clone())));
-    let driver = Driver::new(shared.clone(), transport, timer);
+    let shared = Arc::new(Mutex::new(Shared::new(core, timer.clone(), span.clone())));
+    let driver = Driver::new(shared.clone(), transport, timer, span);
     let connecting = Connecting {
         handle: Some(Arc::new(ConnHandle { shared })),
     };
     (connecting, driver)
+}
+
+const CONNECTION_SPAN: &str = "amqp.connection";
+
+/// The `amqp.connection` span: the `connection_name` client property, the endpoint
+/// (`host:port`, no credentials) and the virtual host.
+pub(crate) fn connection_span(
+    config: &ConnectionConfig,
+    endpoint: Option<&AmqpUri>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "amqp.connection",
+        name = config.connection_name.as_deref().unwrap_or(""),
+        endpoint = %endpoint.map(|u| format!("{}:{}", u.host, u.port)).unwrap_or_default(),
+        vhost = %config.vhost,
+    )
 }
 
 /// Resolves when the handshake finished ([`proto::Event::Connected`]) or failed (wrong

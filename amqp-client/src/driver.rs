@@ -83,6 +83,8 @@ pub struct Driver<T, R> {
     /// When the connection closed: flush until then.
     flush_deadline: Option<(Instant, Sleep)>,
     finished: bool,
+    /// The connection's span, entered while the driver runs.
+    span: tracing::Span,
 }
 
 impl<T, R> fmt::Debug for Driver<T, R> {
@@ -102,8 +104,9 @@ enum Step {
 }
 
 impl<T: Transport, R: Timer> Driver<T, R> {
-    pub(crate) fn new(shared: SharedRef, io: T, timer: Arc<R>) -> Self {
+    pub(crate) fn new(shared: SharedRef, io: T, timer: Arc<R>, span: tracing::Span) -> Self {
         Driver {
+            span,
             shared,
             io,
             timer,
@@ -149,7 +152,10 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                 self.read_done = true;
                 s.core.handle_eof(now);
             }
-            Ok(_) => s.core.process_input(&mut self.rbuf, now),
+            Ok(n) => {
+                tracing::trace!(bytes = n, "amqp: read");
+                s.core.process_input(&mut self.rbuf, now);
+            }
             Err(e) => {
                 self.read_done = true;
                 s.core.handle_transport_error(e.kind(), e.to_string(), now);
@@ -174,6 +180,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                     return true;
                 }
                 Poll::Ready(Ok(mut n)) => {
+                    tracing::trace!(bytes = n, "amqp: wrote");
                     progress = true;
                     self.need_flush = true;
                     while n > 0 {
@@ -305,6 +312,7 @@ impl<T: Transport, R: Timer> Future for Driver<T, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let _span = this.span.clone().entered();
         if this.finished {
             return Poll::Ready(());
         }

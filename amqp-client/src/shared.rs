@@ -239,6 +239,8 @@ pub(crate) struct ChannelEntry {
     pub(crate) confirms: Confirms,
     pub(crate) returns: ReturnQueue,
     pub(crate) close_wakers: Vec<Waker>,
+    /// `amqp.channel` span (child of the connection's), carrying the channel number.
+    pub(crate) span: tracing::Span,
 }
 
 /// Deliveries for one consumer, waiting for its [`crate::Consumer`] stream.
@@ -288,6 +290,8 @@ pub(crate) struct Shared {
     pub(crate) close_error: Option<Error>,
     /// The driver has stopped.
     pub(crate) driver_done: bool,
+    /// `amqp.connection` span: connection name, endpoint and virtual host.
+    pub(crate) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Shared {
@@ -302,8 +306,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(core: proto::Connection, clock: Arc<dyn Timer>) -> Self {
+    pub(crate) fn new(core: proto::Connection, clock: Arc<dyn Timer>, span: tracing::Span) -> Self {
         Shared {
+            span,
             core,
             clock,
             driver_waker: None,
@@ -395,6 +400,7 @@ impl Shared {
                 confirms: Confirms::default(),
                 returns: ReturnQueue::default(),
                 close_wakers: Vec::new(),
+                span: tracing::info_span!(parent: &self.span, "amqp.channel", channel = id.0),
             },
         );
         self.channel_keys.insert(id.0, key);
@@ -535,7 +541,8 @@ impl Shared {
                             })
                             .unwrap_or_default()
                     };
-                    tracing::debug!(
+                    tracing::info!(
+                        parent: &self.span,
                         product = %text("product"),
                         version = %text("version"),
                         channel_max = tuning.channel_max,
@@ -555,23 +562,34 @@ impl Shared {
                 Event::ChannelClosed { channel, error } => {
                     if let Some(key) = self.channel_keys.remove(&channel.0) {
                         if let Some(entry) = self.channels.get_mut(&key) {
+                            if entry.closed_by_us {
+                                tracing::debug!(parent: &entry.span, reason = %error, "amqp: channel closed");
+                            } else {
+                                tracing::warn!(parent: &entry.span, kind = ?error.kind(), reason = %error, "amqp: channel closed");
+                            }
                             Self::end_channel(entry, error, &mut self.publish_waiters);
                         }
                     }
                 }
                 Event::ChannelFlow { channel, active } => {
+                    let span = self.entry_by_number(channel).map(|e| e.span.clone());
+                    tracing::info!(parent: span.as_ref().unwrap_or(&self.span), active, "amqp: channel flow");
                     if active {
                         wake_all(&mut self.publish_waiters);
                     }
                     self.broadcast(ConnectionEvent::ChannelFlow { channel, active });
                 }
-                Event::Blocked { reason } => self.broadcast(ConnectionEvent::Blocked { reason }),
+                Event::Blocked { reason } => {
+                    tracing::warn!(parent: &self.span, reason = %reason.as_str(), "amqp: connection blocked by the broker; publishes wait");
+                    self.broadcast(ConnectionEvent::Blocked { reason });
+                }
                 Event::Unblocked => {
+                    tracing::info!(parent: &self.span, "amqp: connection unblocked");
                     wake_all(&mut self.publish_waiters);
                     self.broadcast(ConnectionEvent::Unblocked);
                 }
                 Event::Warning(e) => {
-                    tracing::warn!(error = %e, "amqp: the broker did something wrong");
+                    tracing::warn!(parent: &self.span, error = %e, "amqp: the broker did something wrong");
                     self.broadcast(ConnectionEvent::Warning(e));
                 }
                 Event::Closed(error) => self.on_closed(error),
@@ -761,8 +779,10 @@ impl Shared {
 
     fn on_closed(&mut self, error: Option<Error>) {
         match &error {
-            None => tracing::debug!("amqp: connection closed by the client"),
-            Some(e) => tracing::debug!(kind = ?e.kind(), reason = %e, "amqp: connection closed"),
+            None => tracing::info!(parent: &self.span, "amqp: connection closed by the client"),
+            Some(e) => {
+                tracing::warn!(parent: &self.span, kind = ?e.kind(), reason = %e, "amqp: connection closed")
+            }
         }
         let failure = match &error {
             Some(e) => e.clone(),
