@@ -46,6 +46,9 @@ pub struct ConnectionConfig {
     /// Largest message body accepted from the broker; bigger declared sizes close the
     /// connection before anything is buffered.
     pub max_body_size: u64,
+    /// Automatic recovery after a lost connection (`None`: off, the default); see
+    /// [`crate::recovery`].
+    pub recovery: Option<crate::recovery::RecoveryConfig>,
 }
 
 impl Default for ConnectionConfig {
@@ -66,6 +69,7 @@ impl Default for ConnectionConfig {
             close_timeout: Duration::from_secs(10),
             high_water_mark: 4 << 20,
             max_body_size: 512 << 20,
+            recovery: None,
         }
     }
 }
@@ -103,6 +107,13 @@ impl ConnectionConfig {
     #[must_use]
     pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Turns automatic recovery on.
+    #[must_use]
+    pub fn with_recovery(mut self, recovery: crate::recovery::RecoveryConfig) -> Self {
+        self.recovery = Some(recovery);
         self
     }
 

@@ -56,6 +56,9 @@ pub enum WouldBlock {
     ConnectionBlocked,
     /// The broker paused this channel with `channel.flow`: wait for the flow event.
     ChannelFlow,
+    /// The connection is being recovered: wait for [`crate::Event::Recovered`] (or the end,
+    /// [`crate::Event::Closed`]).
+    Recovering,
 }
 
 /// A named kind for every way things fail, derived from reply codes where there is one.

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::error::Error;
+use super::recovery::Endpoint;
 use crate::properties::BasicProperties;
 use crate::types::{FieldTable, ShortString};
 
@@ -243,6 +244,56 @@ pub enum Event {
     Unblocked,
     /// Something the peer did was wrong but not fatal (reported rather than ignored).
     Warning(Error),
+    /// The connection was lost and automatic recovery began: requests in flight failed with
+    /// `cause`, consumers and channels wait for the new connection, commands are refused
+    /// with [`crate::WouldBlock::Recovering`] until [`Event::Recovered`].
+    RecoveryStarted {
+        /// Why the connection was lost.
+        cause: Error,
+        /// The first attempt's number (1).
+        attempt: u32,
+        /// Where it will dial (`None`: the address the connection was opened with).
+        endpoint: Option<Endpoint>,
+    },
+    /// Time to dial: connect a fresh transport to `endpoint`, then call
+    /// [`crate::Connection::transport_ready`] (or
+    /// [`crate::Connection::handle_transport_error`] if the dial failed).
+    Dial {
+        /// The attempt's number, from 1.
+        attempt: u32,
+        /// Where (`None`: the address the connection was opened with).
+        endpoint: Option<Endpoint>,
+    },
+    /// An attempt failed; the next one is scheduled (see [`crate::Connection::poll_timeout`]).
+    AttemptFailed {
+        /// The attempt's number.
+        attempt: u32,
+        /// Why it failed.
+        error: Error,
+    },
+    /// Replaying one declaration, binding, consumer or channel setting failed (e.g. the
+    /// queue is now exclusive to someone else); the rest of the replay goes on. A failure on
+    /// an application channel closes that channel ([`Event::ChannelClosed`] follows).
+    ReplayFailed {
+        /// The channel the step went to.
+        channel: ChannelId,
+        /// The method replayed, by name (`queue.declare`, `basic.consume`, ...).
+        method: &'static str,
+        /// Why it failed.
+        error: Error,
+    },
+    /// The connection is back and its topology replayed; commands go through again.
+    Recovered {
+        /// Where it is connected (`None`: the address it was opened with).
+        endpoint: Option<Endpoint>,
+        /// Server-named queues that came back under a new name: `(old, new)`.
+        renamed: Vec<(ShortString, ShortString)>,
+        /// From the loss to the end of the replay.
+        took: std::time::Duration,
+    },
+    /// Recovery stopped (attempt limit, or a refusal such as a failed login); the connection
+    /// ends with this error as after any failure: [`Event::Closed`] follows.
+    RecoveryGivenUp(Error),
     /// The connection is over. `None` after an orderly close this client asked for.
     Closed(Option<Error>),
 }

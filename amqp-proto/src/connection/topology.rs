@@ -175,6 +175,19 @@ impl Topology {
         self.sweep_queues(queues);
     }
 
+    /// A server-named queue came back from recovery as `new`: bindings and consumers follow.
+    pub(crate) fn rename_queue(&mut self, old: &ShortString, new: &ShortString) {
+        for q in self.queues.iter_mut().filter(|q| q.name == *old) {
+            q.name = new.clone();
+        }
+        for b in self.queue_bindings.iter_mut().filter(|b| b.queue == *old) {
+            b.queue = new.clone();
+        }
+        for c in self.consumers.iter_mut().filter(|c| c.consume.queue == *old) {
+            c.consume.queue = new.clone();
+        }
+    }
+
     /// A queue is gone: its bindings and consumers go with it.
     fn forget_queue(&mut self, queue: &ShortString) {
         self.queues.retain(|q| q.name != *queue);

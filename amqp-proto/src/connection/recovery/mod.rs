@@ -42,7 +42,6 @@ use crate::error::ReplyCode;
 /// let config = RecoveryConfig {
 ///     endpoints: vec![Endpoint::new("rabbit-1", 5672), Endpoint::new("rabbit-2", 5672)],
 ///     max_attempts: Some(20),
-///     republish_unconfirmed: true,
 ///     ..RecoveryConfig::default()
 /// };
 /// assert_eq!(config.backoff.initial, Duration::from_millis(500));
@@ -58,11 +57,6 @@ pub struct RecoveryConfig {
     pub endpoints: Vec<Endpoint>,
     /// The order endpoints are tried in.
     pub order: EndpointOrder,
-    /// At-least-once publishing: keep the bodies of unconfirmed publishes (references, as
-    /// many as the confirm window holds) and publish them again after a recovery, so their
-    /// confirmations come from the new broker instead of resolving as lost. Messages can
-    /// then arrive twice.
-    pub republish_unconfirmed: bool,
     /// Seed of the jitter and shuffling (adapters pass a random one; tests a fixed one).
     pub seed: u64,
 }
@@ -74,7 +68,6 @@ impl Default for RecoveryConfig {
             max_attempts: None,
             endpoints: Vec::new(),
             order: EndpointOrder::InOrder,
-            republish_unconfirmed: false,
             seed: 0,
         }
     }
