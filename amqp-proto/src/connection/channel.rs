@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 use bytes::{Bytes, BytesMut};
 
 use super::event::{DeliveryTag, RequestId, ReturnedMessage};
+use super::recovery::TagEpoch;
 use crate::properties::BasicProperties;
 use crate::spec::{BasicDeliver, BasicGetOk, BasicReturn, Method};
 use crate::types::ShortString;
@@ -260,6 +261,8 @@ pub(super) struct OpenChannel {
     pub(super) confirms: Option<Confirms>,
     /// False while the broker has paused publishing with `channel.flow`.
     pub(super) flow_active: bool,
+    /// Delivery tags as shown to the application, unique across recoveries.
+    pub(super) tags: TagEpoch,
 }
 
 impl Default for OpenChannel {
@@ -270,6 +273,7 @@ impl Default for OpenChannel {
             consumers: HashSet::new(),
             confirms: None,
             flow_active: true,
+            tags: TagEpoch::default(),
         }
     }
 }
@@ -296,6 +300,15 @@ impl ChannelTable {
 
     pub(super) fn remove(&mut self, id: &u16) -> Option<Channel> {
         self.slots.get_mut(usize::from(*id))?.take()
+    }
+
+    /// The numbers in use, ascending.
+    pub(super) fn numbers(&self) -> impl Iterator<Item = u16> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .filter_map(|(i, _)| u16::try_from(i).ok())
     }
 
     pub(super) fn insert(&mut self, id: u16, channel: Channel) {

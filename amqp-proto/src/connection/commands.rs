@@ -446,6 +446,28 @@ impl Connection {
         Ok(tag)
     }
 
+    /// The broker's number for the application's delivery `tag` on `ch`, or `None` for a
+    /// delivery of a connection lost since (a stale tag: the ack is dropped with a warning,
+    /// the broker redelivers that message anyway).
+    fn broker_tag(
+        &mut self,
+        ch: ChannelId,
+        tag: DeliveryTag,
+        multiple: bool,
+    ) -> Result<Option<u64>, Error> {
+        if let Some(Channel::Open(c)) = self.channels.get(&ch.0) {
+            if c.tags.is_shifted() && c.tags.outbound(tag.0, multiple).is_none() {
+                self.events.push_back(Event::Warning(Error::Usage(
+                    "ack, nack or reject of a delivery from before a recovery dropped \
+                     (stale delivery tag; the broker redelivers it)",
+                )));
+                return Ok(None);
+            }
+        }
+        let c = self.open_channel_mut(ch)?;
+        Ok(c.tags.outbound(tag.0, multiple))
+    }
+
     /// Acknowledges a delivery (and all before it with `multiple`).
     pub fn basic_ack(
         &mut self,
@@ -453,11 +475,13 @@ impl Connection {
         tag: DeliveryTag,
         multiple: bool,
     ) -> Result<(), Error> {
-        self.open_channel_mut(ch)?;
+        let Some(tag) = self.broker_tag(ch, tag, multiple)? else {
+            return Ok(());
+        };
         self.send_method(
             ch.0,
             &BasicAck {
-                delivery_tag: tag.0,
+                delivery_tag: tag,
                 multiple,
             }
             .into(),
@@ -472,11 +496,13 @@ impl Connection {
         multiple: bool,
         requeue: bool,
     ) -> Result<(), Error> {
-        self.open_channel_mut(ch)?;
+        let Some(tag) = self.broker_tag(ch, tag, multiple)? else {
+            return Ok(());
+        };
         self.send_method(
             ch.0,
             &BasicNack {
-                delivery_tag: tag.0,
+                delivery_tag: tag,
                 multiple,
                 requeue,
             }
@@ -491,11 +517,13 @@ impl Connection {
         tag: DeliveryTag,
         requeue: bool,
     ) -> Result<(), Error> {
-        self.open_channel_mut(ch)?;
+        let Some(tag) = self.broker_tag(ch, tag, false)? else {
+            return Ok(());
+        };
         self.send_method(
             ch.0,
             &BasicReject {
-                delivery_tag: tag.0,
+                delivery_tag: tag,
                 requeue,
             }
             .into(),
@@ -522,9 +550,12 @@ impl Connection {
     /// with this reason; [`Event::Closed`]`(None)` follows the broker's `close-ok`, or the
     /// close timeout, which runs from `now`.
     pub fn close(&mut self, now: Instant, text: &str) -> Result<RequestId, Error> {
+        // Closing ends a recovery in progress; the close is ours, not a recovery given up.
+        self.recovery = None;
         match self.lifecycle {
             Lifecycle::Closing { .. } | Lifecycle::Closed { .. } => return Err(self.closed_error()),
-            Lifecycle::Handshake {
+            Lifecycle::Recovering
+            | Lifecycle::Handshake {
                 step: HandshakeStep::AwaitingStart | HandshakeStep::Authenticating,
                 ..
             } => {

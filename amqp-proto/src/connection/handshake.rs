@@ -48,6 +48,10 @@ impl Connection {
             }
             (HandshakeStep::Opening, Method::ConnectionOpenOk(_)) => {
                 self.lifecycle = Lifecycle::Open;
+                if self.recovery.is_some() {
+                    // A recovered connection: `Recovered` follows the replay instead.
+                    return self.begin_replay(now);
+                }
                 self.events.push_back(Event::Connected {
                     server_properties: self.server_properties.clone(),
                     tuning: self.tuning,
@@ -82,7 +86,8 @@ impl Connection {
                     },
                     _ => Error::ConnectionClosed(reason),
                 };
-                self.finish(Some(error));
+                // During a recovery a broker still booting may close with 320: another try.
+                self.lost(error, now);
             }
             (_, m) => self.violation(
                 ReplyCode::COMMAND_INVALID,

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::channel::{Channel, ContentMethod, Incoming, OpenChannel};
+use super::channel::{Channel, Confirms, ContentMethod, Incoming, OpenChannel};
 use super::error::{CloseReason, Error, Initiator};
 use super::event::{
     ChannelId, Confirmation, ConsumerEnd, Delivery, DeliveryTag, Event, GetMessage, Reply,
@@ -451,7 +451,7 @@ impl OpenChannel {
                 cx.events.push_back(Event::Delivery(Box::new(Delivery {
                     channel,
                     consumer_tag: d.consumer_tag,
-                    delivery_tag: DeliveryTag(d.delivery_tag),
+                    delivery_tag: DeliveryTag(self.tags.inbound(d.delivery_tag)),
                     redelivered: d.redelivered,
                     exchange: d.exchange,
                     routing_key: d.routing_key,
@@ -464,7 +464,7 @@ impl OpenChannel {
                     delivery: Delivery {
                         channel,
                         consumer_tag: ShortString::empty(),
-                        delivery_tag: DeliveryTag(g.delivery_tag),
+                        delivery_tag: DeliveryTag(self.tags.inbound(g.delivery_tag)),
                         redelivered: g.redelivered,
                         exchange: g.exchange,
                         routing_key: g.routing_key,
@@ -533,6 +533,34 @@ impl OpenChannel {
 
     /// Fails everything the channel had pending: requests, consumers, unconfirmed publishes.
     fn fail(mut self, error: &Error, cx: &mut ChannelContext<'_>) {
+        self.fail_requests(error, cx);
+        let mut tags: Vec<_> = self.consumers.drain().collect();
+        tags.sort();
+        for consumer_tag in tags {
+            cx.events.push_back(Event::ConsumerEnded {
+                channel: cx.id(),
+                consumer_tag,
+                reason: ConsumerEnd::Closed(error.clone()),
+            });
+        }
+        self.fail_confirms(error, cx);
+    }
+
+    /// The transport went but the channel lives on for automatic recovery: what was in flight
+    /// fails with `error` (requests, content half received, which the broker redelivers, and
+    /// unconfirmed publishes, which resolve as lost); consumers stay. The new connection's
+    /// deliveries are numbered after those seen so far, and its confirms from 1.
+    pub(super) fn suspend(&mut self, error: &Error, cx: &mut ChannelContext<'_>) {
+        self.fail_requests(error, cx);
+        if self.fail_confirms(error, cx) {
+            self.confirms = Some(Confirms::default());
+        }
+        self.flow_active = true;
+        self.tags.reconnected();
+    }
+
+    /// Fails requests and content being received with `error`.
+    fn fail_requests(&mut self, error: &Error, cx: &mut ChannelContext<'_>) {
         // A get-ok whose content was still arriving has left the pending queue already.
         if let Some(Incoming {
             method: ContentMethod::GetOk(_, id),
@@ -544,27 +572,25 @@ impl OpenChannel {
         for pending in self.pending.drain(..) {
             cx.complete(pending.id, Err(error.clone()));
         }
-        let mut tags: Vec<_> = self.consumers.drain().collect();
-        tags.sort();
-        for consumer_tag in tags {
-            cx.events.push_back(Event::ConsumerEnded {
+    }
+
+    /// Resolves unconfirmed publishes as lost with `error`; returns whether the channel was in
+    /// confirm mode.
+    fn fail_confirms(&mut self, error: &Error, cx: &mut ChannelContext<'_>) -> bool {
+        let Some(mut confirms) = self.confirms.take() else {
+            return false;
+        };
+        // Returns whose confirm never came are still handed over, not dropped.
+        for returned in confirms.returns.drain(..) {
+            cx.events.push_back(Event::Returned(Box::new(returned)));
+        }
+        for seq in confirms.outstanding() {
+            cx.events.push_back(Event::Confirmed {
                 channel: cx.id(),
-                consumer_tag,
-                reason: ConsumerEnd::Closed(error.clone()),
+                tag: DeliveryTag(seq),
+                outcome: Confirmation::Lost(error.clone()),
             });
         }
-        if let Some(mut confirms) = self.confirms.take() {
-            // Returns whose confirm never came are still handed over, not dropped.
-            for returned in confirms.returns.drain(..) {
-                cx.events.push_back(Event::Returned(Box::new(returned)));
-            }
-            for seq in confirms.outstanding() {
-                cx.events.push_back(Event::Confirmed {
-                    channel: cx.id(),
-                    tag: DeliveryTag(seq),
-                    outcome: Confirmation::Lost(error.clone()),
-                });
-            }
-        }
+        true
     }
 }

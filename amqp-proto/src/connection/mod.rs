@@ -31,6 +31,7 @@ mod event;
 mod handshake;
 mod inbound;
 mod options;
+mod recovering;
 pub mod recovery;
 mod timer;
 mod topology;
@@ -76,6 +77,11 @@ pub enum State {
     Closing,
     /// Finished; [`Event::Closed`] was emitted.
     Closed,
+    /// The connection was lost and is between transports: waiting for the next attempt or for
+    /// the caller to dial ([`Event::Dial`]). The handshake and replay that follow show as
+    /// `AwaitingStart` … `Open`; commands are refused with [`WouldBlock::Recovering`] until
+    /// [`Event::Recovered`].
+    Recovering,
 }
 
 /// The steps of the handshake.
@@ -130,6 +136,8 @@ enum Lifecycle {
     Closed {
         error: Error,
     },
+    /// Lost, between transports; the episode is in `Connection::recovery`.
+    Recovering,
 }
 
 fn short(s: &str) -> Result<ShortString, Error> {
@@ -206,6 +214,11 @@ pub struct Connection {
     /// Where bodies that arrive in several frames are joined, one slab for the connection
     /// (see `channel::carve`); empty until a body needs joining.
     join_slab: BytesMut,
+    /// Attempts, waits and endpoints of automatic recovery, when it is on and idle.
+    schedule: Option<recovery::Schedule>,
+    /// The recovery in progress. It lives beside the lifecycle because it spans three of its
+    /// states: `Recovering` (between transports), `Handshake` and `Open` (while replaying).
+    recovery: Option<Box<recovery::Recovery>>,
 }
 
 impl Connection {
@@ -223,7 +236,6 @@ impl Connection {
                 step: HandshakeStep::AwaitingStart,
                 deadline: config.connection_timeout.map(|t| now + t),
             },
-            config,
             decoder: FrameDecoder::default(),
             read_buf: BytesMut::new(),
             read_seen: 0,
@@ -238,6 +250,9 @@ impl Connection {
             conn_pending: VecDeque::new(),
             topology: Topology::default(),
             join_slab: BytesMut::new(),
+            schedule: config.recovery.as_ref().map(recovery::Schedule::new),
+            recovery: None,
+            config,
         }
     }
 
@@ -254,6 +269,7 @@ impl Connection {
             Lifecycle::Open => State::Open,
             Lifecycle::Closing { .. } => State::Closing,
             Lifecycle::Closed { .. } => State::Closed,
+            Lifecycle::Recovering => State::Recovering,
         }
     }
 
@@ -339,7 +355,8 @@ impl Connection {
         if buf.len() != self.read_seen {
             self.last_recv = now;
         }
-        if self.is_closed() {
+        if self.is_closed() || self.between_transports() {
+            // Over, or bytes of a transport that recovery has given up on.
             buf.clear();
             self.read_seen = 0;
             return;
@@ -359,7 +376,7 @@ impl Connection {
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     self.on_frame(frame, now);
-                    if self.is_closed() {
+                    if self.is_closed() || self.between_transports() {
                         buf.clear();
                         break;
                     }
@@ -379,14 +396,16 @@ impl Connection {
     }
 
     /// The transport reached end of stream.
-    pub fn handle_eof(&mut self, _now: Instant) {
+    pub fn handle_eof(&mut self, now: Instant) {
         let error = match &self.lifecycle {
             Lifecycle::Closed { .. } => return,
             Lifecycle::Closing { .. } => return self.end_close(),
+            // A broker that announced `authentication_failure_close` says why it refuses a
+            // login with connection.close; hanging up without one is a crash or a restart.
             Lifecycle::Handshake {
                 step: HandshakeStep::Authenticating,
                 ..
-            } => Error::Authentication(
+            } if !self.announces_auth_failure_close() => Error::Authentication(
                 "the broker closed the connection during login (wrong credentials or mechanism?)"
                     .into(),
             ),
@@ -394,7 +413,20 @@ impl Connection {
                 mid_frame: self.read_seen != 0,
             },
         };
-        self.finish(Some(error));
+        self.lost(error, now);
+    }
+
+    /// Whether the broker's `connection.start` announced the `authentication_failure_close`
+    /// capability.
+    fn announces_auth_failure_close(&self) -> bool {
+        use crate::types::FieldValue;
+        match self.server_properties.get("capabilities") {
+            Some(FieldValue::Table(caps)) => matches!(
+                caps.get("authentication_failure_close"),
+                Some(FieldValue::Bool(true))
+            ),
+            _ => false,
+        }
     }
 
     /// The transport failed; everything pending fails with this error.
@@ -402,14 +434,14 @@ impl Connection {
         &mut self,
         kind: std::io::ErrorKind,
         message: String,
-        _now: Instant,
+        now: Instant,
     ) {
         match self.lifecycle {
             Lifecycle::Closed { .. } => {}
             // A close was under way: ours (the broker may just have hung up early), or one
             // for a protocol violation, which stays the real reason (as on EOF).
             Lifecycle::Closing { .. } => self.end_close(),
-            _ => self.finish(Some(Error::Transport { kind, message })),
+            _ => self.lost(Error::Transport { kind, message }, now),
         }
     }
 
@@ -459,10 +491,18 @@ impl Connection {
     }
 
     fn check_open(&self) -> Result<(), Error> {
+        if self.recovery.is_some() {
+            return Err(Error::WouldBlock(WouldBlock::Recovering));
+        }
         match self.lifecycle {
             Lifecycle::Open => Ok(()),
             _ => Err(self.closed_error()),
         }
+    }
+
+    /// Whether the connection is lost and waiting for a new transport.
+    fn between_transports(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Recovering)
     }
 
     fn open_channel_mut(&mut self, ch: ChannelId) -> Result<&mut OpenChannel, Error> {
@@ -510,9 +550,12 @@ impl Connection {
                     "content frame on channel 0".into(),
                     now,
                 ),
+                Frame::Method(ch, m) if self.is_replay_reply(ch, &m) => {
+                    self.on_replay_reply(ch, m, now)
+                }
                 frame => self.on_channel_frame(frame, now),
             },
-            Lifecycle::Closed { .. } => {}
+            Lifecycle::Closed { .. } | Lifecycle::Recovering => {}
         }
     }
 
@@ -531,7 +574,7 @@ impl Connection {
                     close.class_id,
                     close.method_id,
                 );
-                self.finish(Some(Error::ConnectionClosed(reason)));
+                self.lost(Error::ConnectionClosed(reason), now);
             }
             Method::ConnectionCloseOk(_) if closing => self.end_close(),
             _ if closing => {}
@@ -636,6 +679,11 @@ impl Connection {
             } => Some(own.clone()),
             _ => None,
         };
+        if self.recovery.take().is_some() {
+            if let Some(error) = &error {
+                self.events.push_back(Event::RecoveryGivenUp(error.clone()));
+            }
+        }
         // An orderly end keeps the reason the client gave when it asked to close.
         let failure = error.clone().or(own).unwrap_or_else(|| {
             Error::ConnectionClosed(CloseReason {

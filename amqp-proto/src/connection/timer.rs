@@ -18,16 +18,19 @@ pub(super) enum Timer {
     PeerDead,
     /// Nothing written for half a heartbeat interval: send a heartbeat.
     HeartbeatSend,
+    /// Recovery waits out its backoff: then the caller is told to dial.
+    Reconnect,
 }
 
 impl Timer {
     /// In the order expiries are acted on: those that end the connection come first, so a
     /// heartbeat is never queued on a connection that is over.
-    pub(super) const ALL: [Timer; 4] = [
+    pub(super) const ALL: [Timer; 5] = [
         Timer::Handshake,
         Timer::Close,
         Timer::PeerDead,
         Timer::HeartbeatSend,
+        Timer::Reconnect,
     ];
 }
 
@@ -50,22 +53,28 @@ impl Connection {
                 Some(self.last_sent + self.heartbeat_interval()? / 2)
             }
             Timer::HeartbeatSend => None,
+            Timer::Reconnect => match self.lifecycle {
+                Lifecycle::Recovering => self.recovery.as_ref()?.deadline(),
+                _ => None,
+            },
         }
     }
 
     /// Acts on an expired timer.
     pub(super) fn expire(&mut self, timer: Timer, now: Instant) {
         match timer {
-            Timer::Handshake => self.finish(Some(super::Error::HandshakeTimeout)),
+            Timer::Handshake => self.lost(super::Error::HandshakeTimeout, now),
             Timer::Close => self.end_close(),
             // While closing, a silent peer ends the close as the close timeout would: with the
             // reason of the close (none for ours), not a heartbeat failure.
             Timer::PeerDead => match self.lifecycle {
                 Lifecycle::Closing { .. } => self.end_close(),
-                _ => self.finish(Some(super::Error::HeartbeatTimeout(
-                    u32::from(self.tuning.heartbeat) * 2,
-                ))),
+                _ => self.lost(
+                    super::Error::HeartbeatTimeout(u32::from(self.tuning.heartbeat) * 2),
+                    now,
+                ),
             },
+            Timer::Reconnect => self.dial(),
             Timer::HeartbeatSend => {
                 let _ = self.transmit.push_frame(&Frame::Heartbeat);
                 self.last_sent = now;
@@ -78,7 +87,7 @@ impl Connection {
         let beating = match &self.lifecycle {
             Lifecycle::Handshake { step, .. } => *step == super::HandshakeStep::Opening,
             Lifecycle::Open | Lifecycle::Closing { .. } => true,
-            Lifecycle::Closed { .. } => false,
+            Lifecycle::Closed { .. } | Lifecycle::Recovering => false,
         };
         (beating && self.tuning.heartbeat > 0)
             .then(|| Duration::from_secs(u64::from(self.tuning.heartbeat)))

@@ -183,7 +183,11 @@ impl Topology {
         for b in self.queue_bindings.iter_mut().filter(|b| b.queue == *old) {
             b.queue = new.clone();
         }
-        for c in self.consumers.iter_mut().filter(|c| c.consume.queue == *old) {
+        for c in self
+            .consumers
+            .iter_mut()
+            .filter(|c| c.consume.queue == *old)
+        {
             c.consume.queue = new.clone();
         }
     }

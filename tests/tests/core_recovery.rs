@@ -1,0 +1,522 @@
+//! Automatic recovery in the core, against a scripted broker under fake time: what triggers
+//! it, the backoff deadlines, endpoint rotation, the replay frame by frame, renames, failures
+//! in the middle of the replay, stale acks, unconfirmed publishes, and giving up.
+
+use std::time::Duration;
+
+use amqp_conformance::peer::{Pair, ScriptedPeer, rabbitmq_start};
+use amqp_proto::recovery::{Backoff, Endpoint, RecoveryConfig};
+use amqp_proto::{
+    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicQosOk, ChannelClose, ChannelCloseOk,
+    ChannelId, ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
+    ConnectionOpenOk, ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk,
+    FieldTable, Frame, Method, QueueBindOk, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
+};
+
+/// Recovery with exact waits (no jitter): 1 s, 2 s, 4 s, ...; two endpoints.
+fn recovery(max_attempts: Option<u32>) -> RecoveryConfig {
+    RecoveryConfig {
+        backoff: Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            multiplier: 2.0,
+            jitter: 0.0,
+        },
+        max_attempts,
+        endpoints: vec![Endpoint::new("node-a", 5672), Endpoint::new("node-b", 5672)],
+        ..RecoveryConfig::default()
+    }
+}
+
+fn recovering_pair(max_attempts: Option<u32>) -> Pair {
+    let config = ConnectionConfig::default().with_recovery(recovery(max_attempts));
+    Pair::connected_with(config, 2047, 131_072, 60)
+}
+
+/// The transport breaks; returns the events up to and including `RecoveryStarted`.
+fn lose_transport(pair: &mut Pair) -> Vec<Event> {
+    let now = pair.now;
+    pair.client.handle_eof(now);
+    pair.pump();
+    pair.drain_events()
+}
+
+/// Waits for the `Dial` event, then plays a fresh broker through the handshake.
+fn redial(pair: &mut Pair, wait: Duration, endpoint: &str) {
+    pair.advance(wait - Duration::from_millis(1));
+    assert!(
+        !pair
+            .drain_events()
+            .iter()
+            .any(|e| matches!(e, Event::Dial { .. })),
+        "dialled before the backoff was over"
+    );
+    pair.advance(Duration::from_millis(1));
+    match pair.expect_event() {
+        Event::Dial {
+            endpoint: Some(e), ..
+        } => assert_eq!(e.host, endpoint),
+        other => panic!("expected Dial, got {other:?}"),
+    }
+    pair.peer = ScriptedPeer::default();
+    pair.inbox.clear();
+    let now = pair.now;
+    pair.client.transport_ready(now).unwrap();
+    pair.send_method(0, rabbitmq_start());
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionStartOk(_)
+    ));
+    pair.send_method(
+        0,
+        ConnectionTune {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+        },
+    );
+    assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
+    assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
+    pair.send_method(0, ConnectionOpenOk::default());
+}
+
+fn s(x: &str) -> amqp_proto::ShortString {
+    Pair::s(x)
+}
+
+#[test]
+fn the_whole_replay_frame_by_frame_with_a_renamed_queue() {
+    let mut pair = recovering_pair(None);
+    let ch = pair.open_channel();
+    let id = pair.client.basic_qos(ch, 10, 0, false).unwrap();
+    pair.expect_method(ch.0);
+    pair.send_method(ch.0, BasicQosOk {});
+    pair.expect_completed(id).unwrap();
+    pair.select_confirms(ch);
+    let id = pair
+        .client
+        .exchange_declare(ch, "logs", "fanout", Default::default(), FieldTable::new())
+        .unwrap();
+    pair.expect_method(ch.0);
+    pair.send_method(ch.0, ExchangeDeclareOk {});
+    pair.expect_completed(id).unwrap();
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let id = pair
+        .client
+        .queue_declare(ch, "", options, FieldTable::new())
+        .unwrap();
+    pair.expect_method(ch.0);
+    pair.send_method(
+        ch.0,
+        QueueDeclareOk {
+            queue: s("amq.gen-old"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    pair.expect_completed(id).unwrap();
+    let id = pair
+        .client
+        .queue_bind(ch, "amq.gen-old", "logs", "", FieldTable::new(), false)
+        .unwrap();
+    pair.expect_method(ch.0);
+    pair.send_method(ch.0, QueueBindOk {});
+    pair.expect_completed(id).unwrap();
+    pair.start_consumer(ch, "amq.gen-old", "c1");
+    pair.deliver(ch.0, "c1", 1, b"before");
+    assert_eq!(pair.expect_delivery().delivery_tag, DeliveryTag(1));
+
+    let t0 = pair.now;
+    let events = lose_transport(&mut pair);
+    assert!(
+        matches!(&events[..], [Event::RecoveryStarted { attempt: 1, endpoint: Some(e), cause: Error::UnexpectedEof { .. } }] if e.host == "node-b"),
+        "{events:?}"
+    );
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(t0 + Duration::from_secs(1))
+    );
+    // Commands wait for the recovery.
+    assert_eq!(
+        pair.client.open_channel().unwrap_err(),
+        Error::WouldBlock(WouldBlock::Recovering)
+    );
+    redial(&mut pair, Duration::from_secs(1), "node-b");
+
+    // Channel 1 with its settings, then the declarations on channel 2, then the consumer.
+    assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
+    pair.send_method(1, ChannelOpenOk::default());
+    match pair.expect_method(1) {
+        Method::BasicQos(q) => assert_eq!(q.prefetch_count, 10),
+        other => panic!("{other:?}"),
+    }
+    pair.send_method(1, BasicQosOk {});
+    assert!(matches!(pair.expect_method(1), Method::ConfirmSelect(_)));
+    pair.send_method(1, ConfirmSelectOk {});
+    assert!(matches!(pair.expect_method(2), Method::ChannelOpen(_)));
+    pair.send_method(2, ChannelOpenOk::default());
+    match pair.expect_method(2) {
+        Method::ExchangeDeclare(e) => assert_eq!(e.exchange.as_str(), "logs"),
+        other => panic!("{other:?}"),
+    }
+    pair.send_method(2, ExchangeDeclareOk {});
+    match pair.expect_method(2) {
+        Method::QueueDeclare(q) => assert!(q.queue.is_empty() && q.exclusive),
+        other => panic!("{other:?}"),
+    }
+    pair.send_method(
+        2,
+        QueueDeclareOk {
+            queue: s("amq.gen-new"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    match pair.expect_method(2) {
+        Method::QueueBind(b) => assert_eq!(b.queue.as_str(), "amq.gen-new"),
+        other => panic!("{other:?}"),
+    }
+    pair.send_method(2, QueueBindOk {});
+    assert!(matches!(pair.expect_method(2), Method::ChannelClose(_)));
+    pair.send_method(2, ChannelCloseOk {});
+    match pair.expect_method(1) {
+        Method::BasicConsume(c) => {
+            assert_eq!(
+                (c.queue.as_str(), c.consumer_tag.as_str()),
+                ("amq.gen-new", "c1")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    pair.send_method(
+        1,
+        BasicConsumeOk {
+            consumer_tag: s("c1"),
+        },
+    );
+    match pair.expect_event() {
+        Event::Recovered {
+            endpoint: Some(e),
+            renamed,
+            took,
+        } => {
+            assert_eq!(e.host, "node-b");
+            assert_eq!(renamed, [(s("amq.gen-old"), s("amq.gen-new"))]);
+            assert_eq!(took, Duration::from_secs(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    pair.expect_silence();
+    assert_eq!(
+        pair.client.topology().queues[0].name.as_str(),
+        "amq.gen-new"
+    );
+
+    // The consumer goes on; the broker's tag 1 of the new connection is shown as 2, and the
+    // ack of the delivery from before the failure is dropped as stale.
+    pair.deliver(1, "c1", 1, b"after");
+    let d = pair.expect_delivery();
+    assert_eq!(
+        (d.delivery_tag, &d.body[..]),
+        (DeliveryTag(2), &b"after"[..])
+    );
+    pair.client.basic_ack(ch, DeliveryTag(1), false).unwrap();
+    assert!(matches!(
+        pair.expect_event(),
+        Event::Warning(Error::Usage(_))
+    ));
+    pair.expect_silence();
+    pair.client.basic_ack(ch, DeliveryTag(2), false).unwrap();
+    match pair.expect_method(1) {
+        Method::BasicAck(a) => assert_eq!(a.delivery_tag, 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn backoff_deadlines_and_endpoint_rotation_until_given_up() {
+    let mut pair = recovering_pair(Some(3));
+    let ch = pair.open_channel();
+    pair.start_consumer(ch, "q", "c1");
+    let events = lose_transport(&mut pair);
+    assert!(matches!(events[..], [Event::RecoveryStarted { .. }]));
+    let mut hosts = Vec::new();
+    for (attempt, wait) in [(1u32, 1u64), (2, 2), (3, 4)] {
+        let before = pair.now;
+        assert_eq!(
+            pair.client.poll_timeout(),
+            Some(before + Duration::from_secs(wait)),
+            "attempt {attempt}"
+        );
+        pair.advance(Duration::from_secs(wait));
+        match pair.expect_event() {
+            Event::Dial {
+                attempt: n,
+                endpoint: Some(e),
+            } => {
+                assert_eq!(n, attempt);
+                hosts.push(e.host);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The dial fails.
+        let now = pair.now;
+        pair.client.handle_transport_error(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused".into(),
+            now,
+        );
+        pair.pump();
+        if attempt < 3 {
+            assert!(
+                matches!(pair.expect_event(), Event::AttemptFailed { attempt: n, .. } if n == attempt)
+            );
+        }
+    }
+    assert_eq!(hosts, ["node-b", "node-a", "node-b"]);
+    // Past the limit: given up, and the consumer ends with the real reason.
+    let events = pair.drain_events();
+    assert!(
+        matches!(&events[0], Event::RecoveryGivenUp(e) if e.kind() == ErrorKind::ConnectionBroken),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ConsumerEnded { .. }))
+    );
+    assert!(matches!(events.last(), Some(Event::Closed(Some(_)))));
+    assert!(pair.client.is_closed());
+}
+
+#[test]
+fn what_does_not_trigger_recovery() {
+    // Our own close.
+    let mut pair = recovering_pair(None);
+    let now = pair.now;
+    pair.client.close(now, "bye").unwrap();
+    assert!(matches!(pair.expect_method(0), Method::ConnectionClose(_)));
+    pair.send_method(0, amqp_proto::ConnectionCloseOk {});
+    let events = pair.drain_events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::RecoveryStarted { .. }))
+    );
+    assert!(pair.client.is_closed());
+
+    // A server close other than 320, and a protocol violation.
+    for code in [541u16, 530] {
+        let mut pair = recovering_pair(None);
+        pair.send_method(
+            0,
+            ConnectionClose {
+                reply_code: code,
+                reply_text: s("no"),
+                class_id: 0,
+                method_id: 0,
+            },
+        );
+        let events = pair.drain_events();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::RecoveryStarted { .. })),
+            "{code}"
+        );
+        assert!(pair.client.is_closed());
+    }
+    let mut pair = recovering_pair(None);
+    pair.send_frame(Frame::Method(0, ChannelOpenOk::default().into()));
+    assert!(
+        !pair
+            .drain_events()
+            .iter()
+            .any(|e| matches!(e, Event::RecoveryStarted { .. }))
+    );
+
+    // 320 (node shutdown, operator close) does.
+    let mut pair = recovering_pair(None);
+    pair.send_method(
+        0,
+        ConnectionClose {
+            reply_code: 320,
+            reply_text: s("CONNECTION_FORCED - broker forced connection closure"),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionCloseOk(_)
+    ));
+    assert!(matches!(pair.expect_event(), Event::RecoveryStarted { .. }));
+    assert!(!pair.client.is_closed());
+}
+
+#[test]
+fn a_refused_login_while_recovering_gives_up() {
+    let mut pair = recovering_pair(None);
+    let ch = pair.open_channel();
+    let _ = ch;
+    lose_transport(&mut pair);
+    pair.advance(Duration::from_secs(1));
+    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
+    pair.peer = ScriptedPeer::default();
+    pair.inbox.clear();
+    let now = pair.now;
+    pair.client.transport_ready(now).unwrap();
+    pair.send_method(0, rabbitmq_start());
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionStartOk(_)
+    ));
+    pair.send_method(
+        0,
+        ConnectionClose {
+            reply_code: 403,
+            reply_text: s("ACCESS_REFUSED - Login was refused"),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    let events = pair.drain_events();
+    assert!(
+        matches!(&events[0], Event::RecoveryGivenUp(Error::Authentication(_))),
+        "{events:?}"
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::Closed(Some(Error::Authentication(_))))
+    ));
+}
+
+#[test]
+fn a_failure_mid_replay_is_reported_and_the_rest_goes_on() {
+    let mut pair = recovering_pair(None);
+    let ch = pair.open_channel();
+    for name in ["taken", "fine"] {
+        let id = pair
+            .client
+            .queue_declare(ch, name, QueueDeclareOptions::default(), FieldTable::new())
+            .unwrap();
+        pair.expect_method(ch.0);
+        pair.send_method(
+            ch.0,
+            QueueDeclareOk {
+                queue: s(name),
+                message_count: 0,
+                consumer_count: 0,
+            },
+        );
+        pair.expect_completed(id).unwrap();
+    }
+    lose_transport(&mut pair);
+    redial(&mut pair, Duration::from_secs(1), "node-b");
+    assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
+    pair.send_method(1, ChannelOpenOk::default());
+    assert!(matches!(pair.expect_method(2), Method::ChannelOpen(_)));
+    pair.send_method(2, ChannelOpenOk::default());
+    assert!(
+        matches!(pair.expect_method(2), Method::QueueDeclare(q) if q.queue.as_str() == "taken")
+    );
+    pair.send_method(
+        2,
+        ChannelClose {
+            reply_code: 405,
+            reply_text: s("RESOURCE_LOCKED - cannot obtain exclusive access"),
+            class_id: 50,
+            method_id: 10,
+        },
+    );
+    assert!(matches!(pair.expect_method(2), Method::ChannelCloseOk(_)));
+    match pair.expect_event() {
+        Event::ReplayFailed {
+            channel,
+            method,
+            error,
+        } => {
+            assert_eq!((channel, method), (ChannelId(2), "queue.declare"));
+            assert_eq!(error.kind(), ErrorKind::ResourceLocked);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The declarations channel is reopened and the next queue declared.
+    assert!(matches!(pair.expect_method(2), Method::ChannelOpen(_)));
+    pair.send_method(2, ChannelOpenOk::default());
+    assert!(matches!(pair.expect_method(2), Method::QueueDeclare(q) if q.queue.as_str() == "fine"));
+    pair.send_method(
+        2,
+        QueueDeclareOk {
+            queue: s("fine"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    assert!(matches!(pair.expect_method(2), Method::ChannelClose(_)));
+    pair.send_method(2, ChannelCloseOk {});
+    assert!(matches!(pair.expect_event(), Event::Recovered { .. }));
+    // Commands go through again.
+    assert!(pair.client.open_channel().is_ok());
+}
+
+#[test]
+fn unconfirmed_publishes_resolve_as_lost_and_requests_fail_with_the_cause() {
+    let mut pair = recovering_pair(None);
+    let ch = pair.open_channel();
+    pair.select_confirms(ch);
+    assert_eq!(pair.publish(ch, b"one", false), Some(DeliveryTag(1)));
+    assert_eq!(pair.publish(ch, b"two", false), Some(DeliveryTag(2)));
+    pair.send_method(
+        ch.0,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert!(matches!(
+        pair.expect_event(),
+        Event::Confirmed {
+            tag: DeliveryTag(1),
+            outcome: Confirmation::Ack(_),
+            ..
+        }
+    ));
+    let id = pair
+        .client
+        .queue_declare(ch, "q", QueueDeclareOptions::default(), FieldTable::new())
+        .unwrap();
+    pair.expect_method(ch.0);
+    let events = lose_transport(&mut pair);
+    let lost = events.iter().find_map(|e| match e {
+        Event::Confirmed {
+            tag,
+            outcome: Confirmation::Lost(err),
+            ..
+        } => Some((*tag, err.kind())),
+        _ => None,
+    });
+    assert_eq!(lost, Some((DeliveryTag(2), ErrorKind::ConnectionBroken)));
+    let failed = events.iter().any(|e| matches!(e, Event::Completed { id: i, result: Err(Error::UnexpectedEof { .. }) } if *i == id));
+    assert!(failed, "{events:?}");
+    assert!(matches!(events.last(), Some(Event::RecoveryStarted { .. })));
+    // The channel and its consumers are not ended.
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelClosed { .. } | Event::ConsumerEnded { .. }))
+    );
+
+    // After recovery, publishing numbers from 1 again on the new connection.
+    redial(&mut pair, Duration::from_secs(1), "node-b");
+    assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
+    pair.send_method(1, ChannelOpenOk::default());
+    assert!(matches!(pair.expect_method(1), Method::ConfirmSelect(_)));
+    pair.send_method(1, ConfirmSelectOk {});
+    assert!(matches!(pair.expect_event(), Event::Recovered { .. }));
+    assert_eq!(pair.publish(ch, b"three", false), Some(DeliveryTag(1)));
+    let _ = BasicConsumeOptions::default();
+}
