@@ -34,18 +34,59 @@ const JOIN_PREALLOC_MAX: usize = 1 << 20;
 /// Size of the slabs that joined bodies are carved from.
 const JOIN_SLAB: usize = 1 << 20;
 
-/// An empty buffer with room for `want` bytes, cut from the front of `slab`.
+/// Used-up slabs remembered for reuse, besides the one being carved.
+const JOIN_SLABS_KEPT: usize = 4;
+
+/// Where bodies that arrive in several frames are joined: slabs that each joined body gets a
+/// region of, so that bodies joined on several channels at once never overlap.
 ///
-/// Joined bodies share slabs rather than each getting an allocation of its own: a slab whose
-/// bodies have all been dropped is reused in place by the next `reserve`, so a consumer that
-/// handles large messages one after another keeps touching the same memory instead of making
-/// the allocator map (and the kernel fault in) fresh pages for every message.
-fn carve(slab: &mut BytesMut, want: usize) -> BytesMut {
-    if slab.capacity() < want {
-        slab.reserve(want.max(JOIN_SLAB));
+/// Joined bodies share slabs rather than each getting an allocation of its own, and a slab is
+/// reused in place once every body carved from it has been dropped. A consumer usually holds
+/// a few large deliveries at once (queued for the application, or being handled), which keeps
+/// the slab they came from alive; so the last few used-up slabs are remembered too, oldest
+/// first, and the first of them whose bodies are all gone is reused before anything new is
+/// allocated. The allocator and the kernel then see the same memory again instead of fresh
+/// pages to map and fault in for every message. At most `JOIN_SLABS_KEPT + 1` slabs are kept
+/// beyond what live bodies hold.
+#[derive(Debug, Default)]
+pub(super) struct JoinSlabs {
+    current: Option<BytesMut>,
+    spent: VecDeque<BytesMut>,
+}
+
+impl JoinSlabs {
+    /// An empty buffer with room for `want` bytes.
+    fn carve(&mut self, want: usize) -> BytesMut {
+        let mut slab = match self.current.take() {
+            Some(s) if s.capacity() >= want => s,
+            old => self.refill(old, want),
+        };
+        let rest = slab.split_off(want.min(slab.capacity()));
+        self.current = Some(rest);
+        slab
     }
-    let rest = slab.split_off(want.min(slab.capacity()));
-    std::mem::replace(slab, rest)
+
+    /// A slab with room for `want`: `old` itself, or a remembered one, once all the bodies
+    /// carved from it are gone (`try_reclaim` never allocates); else a new one.
+    fn refill(&mut self, old: Option<BytesMut>, want: usize) -> BytesMut {
+        let need = want.max(JOIN_SLAB);
+        let Some(mut old) = old else {
+            return BytesMut::with_capacity(need);
+        };
+        if old.try_reclaim(need) {
+            return old;
+        }
+        let reused = self
+            .spent
+            .iter_mut()
+            .position(|s| s.try_reclaim(need))
+            .and_then(|i| self.spent.remove(i));
+        if self.spent.len() == JOIN_SLABS_KEPT {
+            self.spent.pop_front();
+        }
+        self.spent.push_back(old);
+        reused.unwrap_or_else(|| BytesMut::with_capacity(need))
+    }
 }
 
 /// Body frames collected so far. One frame stays a zero-copy slice; several are joined.
@@ -77,9 +118,8 @@ impl Body {
     }
 
     /// Adds a frame; `size` (already checked against max_body_size) hints the join buffer,
-    /// which is carved out of the connection's `slab` (each body gets a region of its own, so
-    /// bodies being joined on several channels at once never overlap).
-    pub(super) fn push(&mut self, chunk: Bytes, size: u64, slab: &mut BytesMut) {
+    /// which is carved out of the connection's `slabs`.
+    pub(super) fn push(&mut self, chunk: Bytes, size: u64, slabs: &mut JoinSlabs) {
         *self = match std::mem::take(self) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
@@ -89,7 +129,7 @@ impl Body {
                 let want = usize::try_from(size)
                     .unwrap_or(usize::MAX)
                     .min(JOIN_PREALLOC_MAX);
-                let mut joined = carve(slab, want);
+                let mut joined = slabs.carve(want);
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)
@@ -334,5 +374,48 @@ impl IntoIterator for ChannelTable {
             .filter_map(|(i, c)| Some((u16::try_from(i).ok()?, c?)))
             .collect::<Vec<_>>()
             .into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: usize = 128 * 1024;
+
+    /// Carves a body and fills it, as `Body::push` does.
+    fn body(slabs: &mut JoinSlabs) -> Bytes {
+        let mut b = slabs.carve(BODY);
+        b.resize(BODY, 7);
+        b.freeze()
+    }
+
+    #[test]
+    fn a_slab_is_reused_once_its_bodies_are_gone_while_a_later_one_is_still_in_use() {
+        let per_slab = JOIN_SLAB / BODY;
+        let mut slabs = JoinSlabs::default();
+        let first: Vec<Bytes> = (0..per_slab).map(|_| body(&mut slabs)).collect();
+        let second: Vec<Bytes> = (0..per_slab).map(|_| body(&mut slabs)).collect();
+        let first_start = first[0].as_ptr();
+        assert_ne!(second[0].as_ptr(), first_start, "two slabs in use at once");
+        drop(first);
+        // `second` is still alive: the first slab is taken again, nothing new is allocated.
+        let third = body(&mut slabs);
+        assert_eq!(third.as_ptr(), first_start);
+        assert!(second.iter().all(|b| b.iter().all(|&x| x == 7)));
+    }
+
+    #[test]
+    fn slabs_whose_bodies_stay_alive_are_not_reused_and_few_are_remembered() {
+        let mut slabs = JoinSlabs::default();
+        let per_slab = JOIN_SLAB / BODY;
+        let live: Vec<Bytes> = (0..per_slab * (JOIN_SLABS_KEPT + 3))
+            .map(|_| body(&mut slabs))
+            .collect();
+        let mut starts: Vec<*const u8> = live.iter().map(|b| b.as_ptr()).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), live.len(), "no two live bodies share memory");
+        assert!(slabs.spent.len() <= JOIN_SLABS_KEPT);
     }
 }

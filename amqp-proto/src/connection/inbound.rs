@@ -5,9 +5,9 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::channel::{Channel, Confirms, ContentMethod, Incoming, OpenChannel};
+use super::channel::{Channel, Confirms, ContentMethod, Incoming, JoinSlabs, OpenChannel};
 use super::error::{CloseReason, Error, Initiator};
 use super::event::{
     ChannelId, Confirmation, ConsumerEnd, Delivery, DeliveryTag, Event, GetMessage, Reply,
@@ -48,8 +48,8 @@ pub(super) struct ChannelContext<'a> {
     pub(super) transmit: &'a mut Transmit,
     pub(super) events: &'a mut VecDeque<Event>,
     pub(super) topology: &'a mut Topology,
-    /// Where bodies that arrive in several frames are joined (see `channel::carve`).
-    pub(super) join_slab: &'a mut BytesMut,
+    /// Where bodies that arrive in several frames are joined (see `channel::JoinSlabs`).
+    pub(super) join_slabs: &'a mut JoinSlabs,
     /// The agreed frame_max: a reply larger than this is not sent.
     pub(super) frame_max: u32,
     /// The largest body accepted from the broker.
@@ -433,7 +433,7 @@ impl OpenChannel {
                 format_args!("body on channel {ch} is longer than the {size} bytes declared"),
             ));
         }
-        incoming.body.push(body, size, cx.join_slab);
+        incoming.body.push(body, size, cx.join_slabs);
         if received == size {
             self.complete_content(cx);
         }

@@ -15,7 +15,7 @@ macro_rules! split {
                 transmit: &mut conn.transmit,
                 events: &mut conn.events,
                 topology: &mut conn.topology,
-                join_slab: &mut conn.join_slab,
+                join_slabs: &mut conn.join_slabs,
                 frame_max: conn.tuning.frame_max,
                 max_body_size: conn.config.max_body_size,
             },
@@ -211,9 +211,10 @@ pub struct Connection {
     /// Connection-level requests (update-secret, close), answered in order.
     conn_pending: VecDeque<(RequestId, MethodId)>,
     topology: Topology,
-    /// Where bodies that arrive in several frames are joined, one slab for the connection
-    /// (see `channel::carve`); empty until a body needs joining.
-    join_slab: BytesMut,
+    /// Where bodies that arrive in several frames are joined, for the whole connection, so
+    /// memory kept for joining does not grow with the channel count; empty until a body
+    /// needs joining.
+    join_slabs: channel::JoinSlabs,
     /// Attempts, waits and endpoints of automatic recovery, when it is on and idle.
     schedule: Option<recovery::Schedule>,
     /// The recovery in progress. It lives beside the lifecycle because it spans three of its
@@ -249,7 +250,7 @@ impl Connection {
             blocked: None,
             conn_pending: VecDeque::new(),
             topology: Topology::default(),
-            join_slab: BytesMut::new(),
+            join_slabs: channel::JoinSlabs::default(),
             schedule: config.recovery.as_ref().map(recovery::Schedule::new),
             recovery: None,
             config,
