@@ -415,6 +415,15 @@ impl Channel {
     ) -> Poll<Result<PublishConfirm, Error>> {
         let mut guard = lock(self.shared());
         let s = &mut *guard;
+        let open = s
+            .channels
+            .get(&self.inner.key)
+            .is_some_and(|e| e.closed.is_none());
+        if open && s.backpressured() {
+            // Output (queued or being written) is at the high-water mark: wait for it to drain.
+            register(&mut s.publish_waiters, cx.waker());
+            return Poll::Pending;
+        }
         let Some(entry) = s.channels.get_mut(&self.inner.key) else {
             return Poll::Ready(Err(CLOSED_BY_US));
         };
@@ -424,6 +433,7 @@ impl Channel {
         let Some(payload) = body.as_ref() else {
             return Poll::Ready(Err(Error::Usage("publish polled after completion")));
         };
+
         let tag = match s.core.basic_publish(
             self.inner.id,
             exchange,

@@ -184,9 +184,15 @@ pub fn start_connection<T: Transport, R: Timer>(
         s if s.metadata().is_some_and(|m| m.name() == CONNECTION_SPAN) => s,
         _ => connection_span(&config, None),
     };
+    let high_water_mark = config.high_water_mark;
     let core = proto::Connection::new(config, started);
     let timer = Arc::new(timer);
-    let shared = Arc::new(Mutex::new(Shared::new(core, timer.clone(), span.clone())));
+    let shared = Arc::new(Mutex::new(Shared::new(
+        core,
+        high_water_mark,
+        timer.clone(),
+        span.clone(),
+    )));
     let driver = Driver::new(shared.clone(), transport, timer, span);
     let connecting = Connecting {
         handle: Some(Arc::new(ConnHandle { shared })),

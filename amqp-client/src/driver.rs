@@ -76,6 +76,8 @@ pub struct Driver<T, R> {
     rbuf: BytesMut,
     /// Chunks taken from the core, being written.
     out: VecDeque<Bytes>,
+    /// Bytes in `out`.
+    out_bytes: usize,
     need_flush: bool,
     read_done: bool,
     write_failed: bool,
@@ -112,6 +114,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             timer,
             rbuf: BytesMut::new(),
             out: VecDeque::new(),
+            out_bytes: 0,
             need_flush: false,
             read_done: false,
             write_failed: false,
@@ -126,6 +129,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         self.write_failed = true;
         self.read_done = true;
         self.out.clear();
+        self.out_bytes = 0;
         let mut s = lock(&self.shared);
         s.core
             .handle_transport_error(e.kind(), e.to_string(), self.timer.now());
@@ -183,6 +187,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                     tracing::trace!(bytes = n, "amqp: wrote");
                     progress = true;
                     self.need_flush = true;
+                    self.out_bytes -= n.min(self.out_bytes);
                     while n > 0 {
                         let Some(front) = self.out.front_mut() else {
                             break;
@@ -228,21 +233,18 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                 let now = self.timer.now();
                 while s.core.poll_transmit(now).is_some() {}
             } else if self.out.is_empty() {
-                let mut bytes = 0;
                 let now = self.timer.now();
-                while self.out.len() < MAX_IOVECS && bytes < MAX_BATCH_BYTES {
+                while self.out.len() < MAX_IOVECS && self.out_bytes < MAX_BATCH_BYTES {
                     match s.core.poll_transmit(now) {
                         Some(chunk) => {
-                            bytes += chunk.len();
+                            self.out_bytes += chunk.len();
                             self.out.push_back(chunk);
                         }
                         None => break,
                     }
                 }
-                if bytes > 0 {
-                    s.output_drained();
-                }
             }
+            s.writer_holds(self.out_bytes);
             s.park_driver(cx.waker(), self.out.is_empty());
             (
                 s.core.is_closed(),

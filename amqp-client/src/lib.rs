@@ -27,6 +27,28 @@
 //!   scripted broker (see this crate's `tests/glue.rs`).
 //! * Modules stand on each other in one direction: `shared` (the core and the waiter tables)
 //!   at the bottom, then `handle` (request plumbing), `driver`, and the handles above them.
+//!
+//! ## Memory
+//!
+//! What a connection holds is bounded by its settings (`ConnectionConfig`) and by what the
+//! application keeps outstanding:
+//!
+//! * **Outgoing**: at most `high_water_mark` + one message + 128 KiB. Bytes the driver has
+//!   taken to write count against the mark as much as bytes still queued, so publishers wait
+//!   once the two together reach it; the queue packs small frames into 64 KiB blocks (large
+//!   bodies are queued by reference, costing only their frame headers).
+//! * **Confirms**: at most 128 bytes per publish awaiting its confirm (the window the
+//!   application keeps; the bookkeeping shrinks again as the window drains).
+//! * **Incoming**: a read buffer of 64 KiB (more only while a larger frame arrives, up to
+//!   `frame_max`), plus the deliveries not yet taken or still held by the application: at
+//!   most `prefetch_count` per consumer, each its body plus about 200 bytes, and a small
+//!   delivery can keep the read block it arrived in (at most `frame_max` + 64 KiB) alive while
+//!   the application holds it.
+//!
+//! So a publisher with confirm window `W` holds at most `high_water_mark + message + 128 KiB +
+//! 128 B × W`, and a consumer at most `prefetch × (frame_max + 64 KiB)` on top of the read
+//! buffer. `tests/memory_bound.rs` checks the publisher's bound with a counting allocator
+//! against a peer that reads far slower than the client publishes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +56,7 @@ pub mod adapter;
 pub mod api;
 mod body;
 mod channel;
+mod confirms;
 mod connect;
 mod connection;
 mod consumer;

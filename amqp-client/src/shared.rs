@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use amqp_proto as proto;
 use proto::{
-    ChannelId, ConsumerEnd, ConsumerTag, DeliveryTag, Error, Event, Reply, RequestId,
-    ReturnedMessage, ShortString,
+    ChannelId, ConsumerEnd, ConsumerTag, Error, Event, Reply, RequestId, ReturnedMessage,
+    ShortString,
 };
 use smallvec::SmallVec;
 
+use crate::confirms::Confirms;
 use crate::driver::Timer;
 use crate::util::{Map, set_waker, wake_all};
 
@@ -84,141 +85,6 @@ pub(crate) struct Request {
     pub(crate) kind: ReqKind,
 }
 
-/// One publish awaiting its confirm.
-enum ConfirmSlot {
-    /// Its [`crate::PublishConfirm`] is alive and waits.
-    Waiting(Option<Waker>),
-    /// Its future was dropped; only counted.
-    Detached,
-    /// Resolved, not yet picked up.
-    Ready(proto::Confirmation),
-    /// Resolved and picked up (or dropped).
-    Taken,
-}
-
-/// Confirm bookkeeping for one channel: publishes are numbered 1, 2, 3… so the slots form a
-/// deque indexed by `tag - base`.
-#[derive(Default)]
-pub(crate) struct Confirms {
-    base: u64,
-    slots: VecDeque<ConfirmSlot>,
-    /// Publishes not yet resolved.
-    pub(crate) outstanding: usize,
-    /// A nack arrived since the last `wait_for_confirms`.
-    pub(crate) nacked: bool,
-    /// A confirm was lost (channel or connection closed) since the last `wait_for_confirms`.
-    pub(crate) lost: Option<Error>,
-    /// Tasks in `wait_for_confirms`.
-    pub(crate) waiters: Vec<Waker>,
-}
-
-impl Confirms {
-    pub(crate) fn push(&mut self, tag: DeliveryTag) {
-        let expected = self.base + self.slots.len() as u64;
-        if self.slots.is_empty() {
-            self.base = tag.0;
-        } else if tag.0 > expected {
-            // Tags are consecutive per channel; tolerate a gap rather than misroute.
-            for _ in expected..tag.0 {
-                self.slots.push_back(ConfirmSlot::Taken);
-            }
-        } else if tag.0 < expected {
-            return;
-        }
-        self.slots.push_back(ConfirmSlot::Waiting(None));
-        self.outstanding += 1;
-    }
-
-    fn index(&self, tag: DeliveryTag) -> Option<usize> {
-        let i = tag.0.checked_sub(self.base)?;
-        let i = usize::try_from(i).ok()?;
-        (i < self.slots.len()).then_some(i)
-    }
-
-    pub(crate) fn resolve(&mut self, tag: DeliveryTag, outcome: proto::Confirmation) {
-        let Some(i) = self.index(tag) else {
-            return;
-        };
-        match &outcome {
-            proto::Confirmation::Nack(_) => self.nacked = true,
-            proto::Confirmation::Lost(e) => {
-                if self.lost.is_none() {
-                    self.lost = Some(e.clone());
-                }
-            }
-            proto::Confirmation::Ack(_) => {}
-        }
-        let slot = &mut self.slots[i];
-        match std::mem::replace(slot, ConfirmSlot::Taken) {
-            ConfirmSlot::Waiting(waker) => {
-                *slot = ConfirmSlot::Ready(outcome);
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
-            ConfirmSlot::Detached => {}
-            other => {
-                // Resolved twice: keep the first outcome.
-                *slot = other;
-                return;
-            }
-        }
-        self.outstanding -= 1;
-        if self.outstanding == 0 {
-            wake_all(&mut self.waiters);
-        }
-        self.trim();
-    }
-
-    /// Picks up the outcome of `tag`, or registers the waker.
-    pub(crate) fn poll_take(
-        &mut self,
-        tag: DeliveryTag,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<proto::Confirmation>> {
-        let Some(i) = self.index(tag) else {
-            return Poll::Ready(None);
-        };
-        let slot = &mut self.slots[i];
-        match slot {
-            ConfirmSlot::Waiting(w) => {
-                set_waker(w, cx.waker());
-                Poll::Pending
-            }
-            ConfirmSlot::Ready(_) => {
-                let ConfirmSlot::Ready(outcome) = std::mem::replace(slot, ConfirmSlot::Taken)
-                else {
-                    unreachable!()
-                };
-                self.trim();
-                Poll::Ready(Some(outcome))
-            }
-            ConfirmSlot::Detached | ConfirmSlot::Taken => Poll::Ready(None),
-        }
-    }
-
-    /// The future for `tag` was dropped.
-    pub(crate) fn detach(&mut self, tag: DeliveryTag) {
-        let Some(i) = self.index(tag) else {
-            return;
-        };
-        let slot = &mut self.slots[i];
-        match slot {
-            ConfirmSlot::Waiting(_) => *slot = ConfirmSlot::Detached,
-            ConfirmSlot::Ready(_) => *slot = ConfirmSlot::Taken,
-            _ => {}
-        }
-        self.trim();
-    }
-
-    fn trim(&mut self) {
-        while let Some(ConfirmSlot::Taken) = self.slots.front() {
-            self.slots.pop_front();
-            self.base += 1;
-        }
-    }
-}
-
 /// Returned messages for a channel's [`crate::Returns`] stream.
 #[derive(Default)]
 pub(crate) struct ReturnQueue {
@@ -278,6 +144,10 @@ pub(crate) struct Shared {
     /// Channel number → (consumer tag, consumer key) of its active consumers.
     consumer_keys: Map<u16, SmallVec<[(ConsumerTag, u64); 2]>>,
     pub(crate) subscribers: Map<u64, Subscriber>,
+    /// Outbound bytes the driver took from the core and has not written yet: they count
+    /// against `high_water_mark` as much as the bytes still queued in the core.
+    writer_holds: usize,
+    high_water_mark: usize,
     /// Publishers waiting for backpressure, a broker block or channel flow to clear.
     pub(crate) publish_waiters: Vec<Waker>,
     /// Waiting for the handshake to finish or the connection to close.
@@ -306,9 +176,16 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(core: proto::Connection, clock: Arc<dyn Timer>, span: tracing::Span) -> Self {
+    pub(crate) fn new(
+        core: proto::Connection,
+        high_water_mark: usize,
+        clock: Arc<dyn Timer>,
+        span: tracing::Span,
+    ) -> Self {
         Shared {
             span,
+            writer_holds: 0,
+            high_water_mark,
             core,
             clock,
             driver_waker: None,
@@ -367,11 +244,22 @@ impl Shared {
         self.wake_driver();
     }
 
-    /// Output drained: publishers waiting on backpressure may go on.
-    pub(crate) fn output_drained(&mut self) {
-        if !self.publish_waiters.is_empty() && !self.core.is_backpressured() {
+    /// The driver now holds `bytes` taken from the core and not yet written; publishers
+    /// waiting on backpressure go on once the total is below the mark.
+    pub(crate) fn writer_holds(&mut self, bytes: usize) {
+        self.writer_holds = bytes;
+        if !self.publish_waiters.is_empty() && !self.backpressured() {
             wake_all(&mut self.publish_waiters);
         }
+    }
+
+    /// Whether a publish must wait for output to drain: the bytes queued in the core and the
+    /// bytes the writer holds reach the high-water mark. (With nothing in the writer the
+    /// core's own check decides, so the two never disagree.)
+    #[inline]
+    pub(crate) fn backpressured(&self) -> bool {
+        self.writer_holds > 0
+            && self.core.transmit_len() + self.writer_holds >= self.high_water_mark
     }
 
     // ----- lookups for handles -----

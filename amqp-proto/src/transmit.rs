@@ -17,6 +17,13 @@ use crate::spec::Method;
 /// headers; below it a copy is cheaper than an extra iovec.
 pub const BODY_COPY_THRESHOLD: usize = 4096;
 
+/// The packed buffer is allocated in blocks of this size, and a block with less than
+/// [`TAIL_ROOM`] left is sealed (its bytes become a chunk) before a new one is started. So
+/// the buffer never grows by doubling past what is queued: the queue holds what is queued
+/// plus at most one block and `TAIL_ROOM` per sealed block.
+const TAIL_BLOCK: usize = 64 * 1024;
+const TAIL_ROOM: usize = 4 * 1024;
+
 /// Bytes waiting to be written, in order, as a list of chunks ready for a vectored write.
 ///
 /// ```
@@ -52,12 +59,14 @@ impl Transmit {
 
     /// Appends raw bytes (the protocol header).
     pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.make_room();
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len();
     }
 
     /// Appends one frame.
     pub fn push_frame(&mut self, frame: &Frame) -> Result<(), CodecError> {
+        self.make_room();
         let before = self.tail.len();
         frame.encode(&mut self.tail)?;
         self.len += self.tail.len() - before;
@@ -72,6 +81,7 @@ impl Transmit {
         method: &Method,
         frame_max: u32,
     ) -> Result<(), CodecError> {
+        self.make_room();
         let before = self.tail.len();
         write_frame(&mut self.tail, crate::frame::FRAME_METHOD, channel, |o| {
             method.encode(o)
@@ -100,6 +110,7 @@ impl Transmit {
         body: &Bytes,
         frame_max: u32,
     ) -> Result<(), CodecError> {
+        self.make_room();
         let start = self.tail.len();
         let result = self.push_content_frames(channel, method, properties, body, frame_max);
         if result.is_err() {
@@ -149,6 +160,7 @@ impl Transmit {
         while offset < body.len() {
             let end = (offset + piece).min(body.len());
             let len = end - offset;
+            self.make_room();
             // `piece` never exceeds frame_max, a u32.
             write_body_frame_header(&mut self.tail, channel, len as u32);
             if len < BODY_COPY_THRESHOLD {
@@ -160,6 +172,16 @@ impl Transmit {
             self.tail.put_u8(FRAME_END);
             self.len += len + FRAME_OVERHEAD;
             offset = end;
+        }
+    }
+
+    /// Seals the current block when it is nearly full and starts a new one (or reuses the
+    /// old one in place once everything carved from it was written).
+    #[inline]
+    fn make_room(&mut self) {
+        if self.tail.capacity() - self.tail.len() < TAIL_ROOM {
+            self.flush_tail();
+            self.tail.reserve(TAIL_BLOCK);
         }
     }
 

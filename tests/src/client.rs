@@ -185,7 +185,14 @@ impl Timer for FakeClock {
             if state.now >= deadline {
                 return Poll::Ready(());
             }
-            state.sleepers.push((deadline, cx.waker().clone()));
+            let waker = cx.waker();
+            if !state
+                .sleepers
+                .iter()
+                .any(|(at, w)| *at == deadline && w.will_wake(waker))
+            {
+                state.sleepers.push((deadline, waker.clone()));
+            }
             Poll::Pending
         }))
     }
@@ -380,6 +387,13 @@ impl ClientPair {
                 break;
             }
         }
+    }
+
+    /// Polls the driver once and moves bytes once (at most [`ClientPair::peer_read_limit`]
+    /// toward the peer): one turn of a slow network.
+    pub fn step(&mut self) {
+        self.poll_driver();
+        self.transfer();
     }
 
     fn poll_driver(&mut self) {

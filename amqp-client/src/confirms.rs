@@ -1,0 +1,182 @@
+//! Publisher-confirm bookkeeping for one channel: which publishes still wait for the
+//! broker's answer, the answers not yet picked up, and who waits for them.
+//!
+//! Memory: one small slot (24 bytes) per publish from the oldest unresolved or not yet
+//! picked-up one to the newest, so it is bounded by the confirm window the application keeps;
+//! the slots' storage shrinks again when the window drains.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use amqp_proto as proto;
+use proto::{DeliveryTag, Error, ReturnedMessage};
+
+use crate::util::{set_waker, wake_all};
+
+/// Slots kept allocated however far the window drains.
+const MIN_SLOTS: usize = 64;
+
+/// One publish awaiting its confirm.
+enum Slot {
+    /// Its [`crate::PublishConfirm`] is alive and waits.
+    Waiting(Option<Waker>),
+    /// Its future was dropped; only counted.
+    Detached,
+    /// Resolved, not yet picked up.
+    Ready(Outcome),
+    /// Resolved and picked up (or dropped).
+    Taken,
+}
+
+/// A resolved confirm, kept small: a lost one's reason is stored once per channel.
+enum Outcome {
+    Ack(Option<Box<ReturnedMessage>>),
+    Nack(Option<Box<ReturnedMessage>>),
+    Lost,
+}
+
+/// Confirm bookkeeping for one channel: publishes are numbered 1, 2, 3… so the slots form a
+/// deque indexed by `tag - base`.
+#[derive(Default)]
+pub(crate) struct Confirms {
+    base: u64,
+    slots: VecDeque<Slot>,
+    /// Publishes not yet resolved.
+    pub(crate) outstanding: usize,
+    /// A nack arrived since the last `wait_for_confirms`.
+    pub(crate) nacked: bool,
+    /// A confirm was lost (channel or connection closed) since the last `wait_for_confirms`.
+    pub(crate) lost: Option<Error>,
+    /// Why confirms were lost, for the slots that say so.
+    lost_reason: Option<Error>,
+    /// Tasks in `wait_for_confirms`.
+    pub(crate) waiters: Vec<Waker>,
+}
+
+impl Confirms {
+    pub(crate) fn push(&mut self, tag: DeliveryTag) {
+        let expected = self.base + self.slots.len() as u64;
+        if self.slots.is_empty() {
+            self.base = tag.0;
+        } else if tag.0 > expected {
+            // Tags are consecutive per channel; tolerate a gap rather than misroute.
+            for _ in expected..tag.0 {
+                self.slots.push_back(Slot::Taken);
+            }
+        } else if tag.0 < expected {
+            return;
+        }
+        self.slots.push_back(Slot::Waiting(None));
+        self.outstanding += 1;
+    }
+
+    fn index(&self, tag: DeliveryTag) -> Option<usize> {
+        let i = tag.0.checked_sub(self.base)?;
+        let i = usize::try_from(i).ok()?;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    pub(crate) fn resolve(&mut self, tag: DeliveryTag, outcome: proto::Confirmation) {
+        let Some(i) = self.index(tag) else {
+            return;
+        };
+        let outcome = match outcome {
+            proto::Confirmation::Ack(r) => Outcome::Ack(r),
+            proto::Confirmation::Nack(r) => {
+                self.nacked = true;
+                Outcome::Nack(r)
+            }
+            proto::Confirmation::Lost(e) => {
+                if self.lost.is_none() {
+                    self.lost = Some(e.clone());
+                }
+                self.lost_reason.get_or_insert(e);
+                Outcome::Lost
+            }
+        };
+        let slot = &mut self.slots[i];
+        match std::mem::replace(slot, Slot::Taken) {
+            Slot::Waiting(waker) => {
+                *slot = Slot::Ready(outcome);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Slot::Detached => {}
+            other => {
+                // Resolved twice: keep the first outcome.
+                *slot = other;
+                return;
+            }
+        }
+        self.outstanding -= 1;
+        if self.outstanding == 0 {
+            wake_all(&mut self.waiters);
+        }
+        self.trim();
+    }
+
+    fn confirmation(&self, outcome: Outcome) -> proto::Confirmation {
+        match outcome {
+            Outcome::Ack(r) => proto::Confirmation::Ack(r),
+            Outcome::Nack(r) => proto::Confirmation::Nack(r),
+            Outcome::Lost => proto::Confirmation::Lost(
+                self.lost_reason
+                    .clone()
+                    .unwrap_or(Error::Usage("the confirm was lost")),
+            ),
+        }
+    }
+
+    /// Picks up the outcome of `tag`, or registers the waker.
+    pub(crate) fn poll_take(
+        &mut self,
+        tag: DeliveryTag,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<proto::Confirmation>> {
+        let Some(i) = self.index(tag) else {
+            return Poll::Ready(None);
+        };
+        let slot = &mut self.slots[i];
+        match slot {
+            Slot::Waiting(w) => {
+                set_waker(w, cx.waker());
+                Poll::Pending
+            }
+            Slot::Ready(_) => {
+                let Slot::Ready(outcome) = std::mem::replace(slot, Slot::Taken) else {
+                    unreachable!()
+                };
+                self.trim();
+                Poll::Ready(Some(self.confirmation(outcome)))
+            }
+            Slot::Detached | Slot::Taken => Poll::Ready(None),
+        }
+    }
+
+    /// The future for `tag` was dropped.
+    pub(crate) fn detach(&mut self, tag: DeliveryTag) {
+        let Some(i) = self.index(tag) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        match slot {
+            Slot::Waiting(_) => *slot = Slot::Detached,
+            Slot::Ready(_) => *slot = Slot::Taken,
+            _ => {}
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while let Some(Slot::Taken) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        // Give back what a drained window no longer needs.
+        let capacity = self.slots.capacity();
+        if capacity > MIN_SLOTS && self.slots.len() * 4 <= capacity {
+            self.slots.shrink_to((self.slots.len() * 2).max(MIN_SLOTS));
+        }
+    }
+}
