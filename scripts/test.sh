@@ -7,6 +7,10 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   -. self-contained checks      -- no tracked file names a path outside the
 #                                    repository; an isolated copy is made for step 4
+#   -. packaging + MSRV          -- `cargo package --no-verify` of every crate (the
+#                                    manifests are complete); every crate states the
+#                                    workspace's rust-version, and a build with that
+#                                    toolchain when it is installed
 #   4. cargo test --workspace     -- unit, doc and integration tests (the
 #                                    integration tests need the broker), run from
 #                                    a copy of the repository that sits alone in
@@ -93,6 +97,35 @@ check_no_outside_paths() {
     echo "no tracked file names a path outside the repository"
 }
 
+# Manifests complete enough to publish: `cargo package` refuses a crate without description,
+# licence, versioned path dependencies, …  --no-verify: the verifying build would compile every
+# crate a second time; the workspace build above already compiled these sources.
+check_packaging() {
+    cargo package --workspace --no-verify --allow-dirty --quiet
+    echo "every crate packages: $(ls target/package/*.crate | xargs -n1 basename | tr '\n' ' ')"
+}
+
+# The minimum supported Rust version: stated once (workspace rust-version), inherited by every
+# crate, and honoured by the code: clippy's incompatible_msrv lint (step 3) flags std APIs newer
+# than it; a build with that exact toolchain runs when it is installed (it is not downloaded).
+check_msrv() {
+    local msrv packages stated
+    msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+    [[ -n $msrv ]] || { echo "Cargo.toml states no rust-version" >&2; return 1; }
+    packages=$(cargo metadata --no-deps --format-version 1 | grep -o '"manifest_path"' | wc -l)
+    stated=$(cargo metadata --no-deps --format-version 1 | grep -o "\"rust_version\":\"$msrv\"" | wc -l)
+    if ((packages != stated)); then
+        echo "only $stated of $packages crates state rust-version $msrv" >&2
+        return 1
+    fi
+    echo "all $packages crates state rust-version $msrv"
+    if rustup toolchain list 2>/dev/null | grep -q "^$msrv"; then
+        cargo "+$msrv" check --workspace --lib --bins
+    else
+        echo "toolchain $msrv is not installed: the MSRV build is not run here (clippy's incompatible_msrv lint still applies)"
+    fi
+}
+
 ISOLATED_PARENT=${TMPDIR:-/tmp}/amqp-rs-isolated-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
 ISOLATED=$ISOLATED_PARENT/amqp-rs
 
@@ -162,6 +195,8 @@ trap on_exit_failure EXIT
 step "ensure broker + toolchain" "$ROOT/scripts/ensure-broker.sh"
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "packaging" check_packaging
+step "MSRV" check_msrv
 step "self-contained: no outside paths" check_no_outside_paths
 step "self-contained: isolated copy" make_isolated_copy
 step "cargo test" run_cargo_test

@@ -219,3 +219,8 @@ impl Timer for TokioTimer {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 }
+
+/// The README's examples, compiled and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
