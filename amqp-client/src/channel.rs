@@ -14,7 +14,7 @@ use proto::{
 };
 
 use crate::body::IntoBody;
-use crate::handle::{ConnHandle, WaitReply, start_request, unexpected};
+use crate::handle::{ConnHandle, WaitReply, recovered, start_request, unexpected};
 use crate::options::*;
 use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::{lock, register, set_waker};
@@ -92,6 +92,7 @@ impl Channel {
         &self,
         command: impl FnOnce(&mut proto::Connection, ChannelId) -> Result<RequestId, Error>,
     ) -> Result<Reply, Error> {
+        recovered(self.shared()).await;
         let id = self.start(|s, ch| Ok((command(&mut s.core, ch)?, ReqKind::Plain)))?;
         WaitReply::new(self.shared(), id).await
     }

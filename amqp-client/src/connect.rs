@@ -4,14 +4,16 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::Poll;
 
 use amqp_proto::ConnectionConfig;
+use amqp_proto::recovery::Endpoint;
 use amqp_proto::uri::AmqpUri;
 use tracing::Instrument;
 
 use crate::connection::{Connection, connection_span, start_connection};
-use crate::driver::{Driver, Timer, Transport};
+use crate::driver::{Dialer, Dialing, Driver, Timer, Transport};
 use crate::error::ConnectError;
 #[cfg(feature = "tls")]
 use crate::error::TlsError;
@@ -126,16 +128,26 @@ impl IntoConnectOptions for &String {
 /// For runtime adapters; applications use their adapter's `connect`.
 pub async fn connect_with_transport<T, R, D>(
     options: impl IntoConnectOptions,
-    dial: impl FnOnce(&AmqpUri) -> D,
+    dial: impl Fn(&AmqpUri) -> D + Send + Sync + 'static,
     timer: R,
     spawn: impl FnOnce(Driver<T, R>) -> io::Result<()>,
 ) -> Result<Connection, ConnectError>
 where
     T: Transport,
     R: Timer,
-    D: Future<Output = io::Result<T>>,
+    D: Future<Output = io::Result<T>> + Send + 'static,
 {
-    let ConnectOptions { uri, config, .. } = options.into_connect_options()?;
+    let ConnectOptions {
+        uri, mut config, ..
+    } = options.into_connect_options()?;
+    let dial = Arc::new(dial);
+    let dialer = recovery_dialer(&mut config, &uri, {
+        let dial = dial.clone();
+        move |uri: AmqpUri| {
+            let dial = dial.clone();
+            async move { dial(&uri).await }
+        }
+    });
     let span = connection_span(&config, Some(&uri));
     async move {
         if uri.scheme.is_tls() {
@@ -148,12 +160,42 @@ where
         let transport = within(&mut expired, dial(&uri))
             .await?
             .map_err(ConnectError::Io)?;
-        let (connecting, driver) = start_connection(config, started, transport, timer);
+        let (connecting, mut driver) = start_connection(config, started, transport, timer);
+        if let Some(dialer) = dialer {
+            driver.set_dialer(dialer);
+        }
         spawn(driver).map_err(ConnectError::Io)?;
         Ok(connecting.await?)
     }
     .instrument(span)
     .await
+}
+
+/// With automatic recovery on, gives it a seed (unless the caller fixed one) and builds the
+/// driver's [`Dialer`] from `open`, which opens a transport to a URI: every endpoint shares
+/// the URI's credentials, vhost and TLS settings, with its own host and port.
+fn recovery_dialer<T, F>(
+    config: &mut ConnectionConfig,
+    uri: &AmqpUri,
+    open: impl Fn(AmqpUri) -> F + Send + Sync + 'static,
+) -> Option<Dialer<T>>
+where
+    F: Future<Output = io::Result<T>> + Send + 'static,
+{
+    let recovery = config.recovery.as_mut()?;
+    if recovery.seed == 0 {
+        use std::hash::BuildHasher;
+        recovery.seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    }
+    let uri = uri.clone();
+    Some(Arc::new(move |endpoint: Option<&Endpoint>| -> Dialing<T> {
+        let mut uri = uri.clone();
+        if let Some(e) = endpoint {
+            uri.host.clone_from(&e.host);
+            uri.port = e.port;
+        }
+        Box::pin(open(uri))
+    }))
 }
 
 /// [`crate::connect_with_transport`] with TLS: for `amqps://` the TLS settings
@@ -168,8 +210,8 @@ where
 #[cfg(feature = "tls")]
 pub async fn connect_with_tls_transport<P, S, R, D, H>(
     options: impl IntoConnectOptions,
-    dial: impl FnOnce(&AmqpUri) -> D,
-    handshake: impl FnOnce(TlsClient, P) -> H,
+    dial: impl Fn(&AmqpUri) -> D + Send + Sync + 'static,
+    handshake: impl Fn(TlsClient, P) -> H + Send + Sync + 'static,
     timer: R,
     spawn: impl FnOnce(Driver<MaybeTls<P, S>, R>) -> io::Result<()>,
 ) -> Result<Connection, ConnectError>
@@ -177,10 +219,29 @@ where
     P: Transport,
     S: Transport,
     R: Timer,
-    D: Future<Output = io::Result<P>>,
-    H: Future<Output = io::Result<S>>,
+    D: Future<Output = io::Result<P>> + Send + 'static,
+    H: Future<Output = io::Result<S>> + Send + 'static,
 {
-    let ConnectOptions { uri, config, tls } = options.into_connect_options()?;
+    let ConnectOptions {
+        uri,
+        mut config,
+        tls,
+    } = options.into_connect_options()?;
+    let (dial, handshake) = (Arc::new(dial), Arc::new(handshake));
+    let dialer = recovery_dialer(&mut config, &uri, {
+        let (dial, handshake, tls) = (dial.clone(), handshake.clone(), tls.clone());
+        move |uri: AmqpUri| {
+            let (dial, handshake, tls) = (dial.clone(), handshake.clone(), tls.clone());
+            async move {
+                let tcp = dial(&uri).await?;
+                if !uri.scheme.is_tls() {
+                    return Ok(MaybeTls::plain(tcp));
+                }
+                let client = tls.client_for(&uri.host).map_err(io::Error::other)?;
+                Ok(MaybeTls::tls(handshake(client, tcp).await?))
+            }
+        }
+    });
     let span = connection_span(&config, Some(&uri));
     async move {
         let started = timer.now();
@@ -218,7 +279,10 @@ where
                 MaybeTls::tls(stream)
             }
         };
-        let (connecting, driver) = start_connection(config, started, transport, timer);
+        let (connecting, mut driver) = start_connection(config, started, transport, timer);
+        if let Some(dialer) = dialer {
+            driver.set_dialer(dialer);
+        }
         spawn(driver).map_err(ConnectError::Io)?;
         Ok(connecting.await?)
     }

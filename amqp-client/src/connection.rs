@@ -13,7 +13,7 @@ use proto::{ConnectionConfig, Error, FieldTable, Tuning};
 
 use crate::channel::Channel;
 use crate::driver::{Driver, Timer, Transport};
-use crate::handle::{ConnHandle, WaitReply, start_request};
+use crate::handle::{ConnHandle, WaitReply, recovered, start_request};
 use crate::shared::{ConnectionEvent, ReqKind, Shared, SharedRef, Subscriber};
 use crate::util::{lock, register};
 
@@ -44,6 +44,7 @@ impl Connection {
     /// Opens a channel on the lowest free number.
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let mut opened = None;
+        recovered(self.shared()).await;
         let id = start_request(self.shared(), |s| {
             let (ch, id) = s.core.open_channel()?;
             let key = s.add_channel(ch);
@@ -135,6 +136,7 @@ impl Connection {
     /// credentials expire (OAuth 2.0) validate it.
     pub async fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<(), Error> {
         tracing::debug!(reason, "amqp: updating the connection secret");
+        recovered(self.shared()).await;
         let id = start_request(self.shared(), |s| {
             Ok((s.core.update_secret(new_secret, reason)?, ReqKind::Plain))
         })?;

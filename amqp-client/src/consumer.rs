@@ -10,7 +10,7 @@ use futures_core::Stream;
 use proto::{BasicConsumeOptions, ConsumerEnd, ConsumerTag, Error, FieldTable, Reply};
 
 use crate::channel::Channel;
-use crate::handle::{WaitReply, unexpected};
+use crate::handle::{WaitReply, recovered, unexpected};
 use crate::options::{BasicCancelOptions, BasicGetOptions};
 use crate::shared::ReqKind;
 use crate::util::{lock, set_waker};
@@ -223,6 +223,7 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<Consumer, Error> {
         let mut consumer = 0;
+        recovered(self.shared()).await;
         let id = self.start(|s, ch| {
             let id = s
                 .core
@@ -249,6 +250,7 @@ impl Channel {
         queue: &str,
         options: BasicGetOptions,
     ) -> Result<Option<Delivery>, Error> {
+        recovered(self.shared()).await;
         let id = self.start(|s, ch| {
             let id = s.core.basic_get(ch, queue, options.no_ack)?;
             let kind = ReqKind::Get {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use amqp_proto::recovery::Endpoint;
+
 use crate::shared::SharedRef;
 use crate::util::lock;
 
@@ -64,6 +66,17 @@ const SPIN_LIMIT: usize = 32;
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A transport being opened.
+pub(crate) type Dialing<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+/// Opens a fresh transport for automatic recovery: to an endpoint, or (`None`) to the address
+/// the connection was first opened with. Built by the connect sequence from the adapter's own
+/// dial (and TLS handshake), so adapters only ever dial.
+pub(crate) type Dialer<T> = Arc<dyn Fn(Option<&Endpoint>) -> Dialing<T> + Send + Sync>;
+
+/// Bounds a redial whose endpoint names no connect timeout.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Drives one connection: spawn it on the runtime (see [`crate::start_connection`]). It
 /// finishes after the connection is over and what was left to write is flushed (bounded by
 /// one second). Dropping it early ends the connection with a transport error.
@@ -87,6 +100,10 @@ pub struct Driver<T, R> {
     finished: bool,
     /// The connection's span, entered while the driver runs.
     span: tracing::Span,
+    /// How to reconnect, when automatic recovery is on.
+    dialer: Option<Dialer<T>>,
+    /// A reconnection under way, with its connect deadline.
+    dialing: Option<(Dialing<T>, Sleep)>,
 }
 
 impl<T, R> fmt::Debug for Driver<T, R> {
@@ -121,7 +138,75 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             sleep: None,
             flush_deadline: None,
             finished: false,
+            dialer: None,
+            dialing: None,
         }
+    }
+
+    /// Lets the driver reconnect when the core asks ([`amqp_proto::Event::Dial`]).
+    pub(crate) fn set_dialer(&mut self, dialer: Dialer<T>) {
+        self.dialer = Some(dialer);
+    }
+
+    /// Automatic recovery: when the core asks to dial, opens a fresh transport in place of the
+    /// old one and hands it over. `None` when there is nothing to do, so the normal step runs.
+    fn redial(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        if self.dialing.is_none() {
+            let endpoint = lock(&self.shared).dial_request.take()?;
+            let now = self.timer.now();
+            let Some(dialer) = &self.dialer else {
+                let mut s = lock(&self.shared);
+                s.core.handle_transport_error(
+                    io::ErrorKind::Unsupported,
+                    "this connection was started without a way to redial".into(),
+                    now,
+                );
+                s.dispatch();
+                return Some(Step::Progress);
+            };
+            let limit = endpoint
+                .as_ref()
+                .map_or(DIAL_TIMEOUT, |e| e.connect_timeout);
+            tracing::info!(endpoint = ?endpoint.as_ref().map(ToString::to_string), "amqp: reconnecting");
+            self.dialing = Some((
+                dialer(endpoint.as_ref()),
+                self.timer.sleep_until(now + limit),
+            ));
+            // What was left for the old transport is dropped with it.
+            self.out.clear();
+            self.need_flush = false;
+            self.read_done = true;
+            self.write_failed = false;
+            self.rbuf.clear();
+        }
+        if lock(&self.shared).core.is_closed() {
+            // Closed while dialling: stop, and let the normal step finish the driver.
+            self.dialing = None;
+            return None;
+        }
+        let (dial, deadline) = self.dialing.as_mut()?;
+        let result = match dial.as_mut().poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                }
+                Poll::Pending => return Some(Step::Idle),
+            },
+        };
+        self.dialing = None;
+        let now = self.timer.now();
+        let mut s = lock(&self.shared);
+        match result {
+            Ok(io) => {
+                self.io = io;
+                self.read_done = false;
+                let _ = s.core.transport_ready(now);
+            }
+            Err(e) => s.core.handle_transport_error(e.kind(), e.to_string(), now),
+        }
+        s.dispatch();
+        Some(Step::Progress)
     }
 
     fn fail_transport(&mut self, e: &io::Error) {
@@ -221,6 +306,9 @@ impl<T: Transport, R: Timer> Driver<T, R> {
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
+        if let Some(step) = self.redial(cx) {
+            return step;
+        }
         let mut progress = false;
         if !self.read_done {
             progress |= self.read(cx);

@@ -69,6 +69,20 @@ impl Drop for WaitReply<'_> {
     }
 }
 
+/// Waits while the connection is being recovered: commands issued meanwhile go out once it
+/// is back (or fail with the reason it ended), instead of failing with `WouldBlock`.
+pub(crate) fn recovered(shared: &Mutex<Shared>) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut s = lock(shared);
+        if s.core.is_recovering() {
+            crate::util::register(&mut s.state_waiters, cx.waker());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+}
+
 /// Runs one command under the lock and registers its waiter in the same critical section.
 pub(crate) fn start_request(
     shared: &Mutex<Shared>,

@@ -44,6 +44,10 @@ pub enum ConnectionEvent {
     },
     /// The broker did something wrong but not fatal.
     Warning(Error),
+    /// Automatic recovery at work: the core's [`Event::RecoveryStarted`],
+    /// [`Event::AttemptFailed`], [`Event::ReplayFailed`], [`Event::Recovered`] or
+    /// [`Event::RecoveryGivenUp`], as it reported it. Handles stay usable throughout.
+    Recovery(Event),
     /// The connection is over: `None` after a close this client asked for. Always the last
     /// event.
     Closed(Option<Error>),
@@ -150,8 +154,10 @@ pub(crate) struct Shared {
     high_water_mark: usize,
     /// Publishers waiting for backpressure, a broker block or channel flow to clear.
     pub(crate) publish_waiters: Vec<Waker>,
-    /// Waiting for the handshake to finish or the connection to close.
+    /// Waiting for the handshake to finish, a recovery to end, or the connection to close.
     pub(crate) state_waiters: Vec<Waker>,
+    /// The core asked to dial (automatic recovery): where, for the driver.
+    pub(crate) dial_request: Option<Option<amqp_proto::recovery::Endpoint>>,
     next_key: u64,
     pub(crate) connected: bool,
     /// `Some` after `Event::Closed`, holding what it carried.
@@ -198,6 +204,7 @@ impl Shared {
             subscribers: Map::default(),
             publish_waiters: Vec::new(),
             state_waiters: Vec::new(),
+            dial_request: None,
             next_key: 0,
             connected: false,
             closed: None,
@@ -479,6 +486,25 @@ impl Shared {
                 Event::Warning(e) => {
                     tracing::warn!(parent: &self.span, error = %e, "amqp: the broker did something wrong");
                     self.broadcast(ConnectionEvent::Warning(e));
+                }
+                Event::Dial { attempt, endpoint } => {
+                    tracing::debug!(parent: &self.span, attempt, "amqp: dialling to recover");
+                    // The driver dispatched this itself and picks it up next.
+                    self.dial_request = Some(endpoint);
+                }
+                event @ (Event::RecoveryStarted { .. }
+                | Event::AttemptFailed { .. }
+                | Event::ReplayFailed { .. }
+                | Event::RecoveryGivenUp(_)) => {
+                    tracing::warn!(parent: &self.span, ?event, "amqp: recovery");
+                    self.broadcast(ConnectionEvent::Recovery(event));
+                }
+                event @ Event::Recovered { .. } => {
+                    tracing::info!(parent: &self.span, ?event, "amqp: recovered");
+                    // Commands and publishes held back during the recovery go on.
+                    wake_all(&mut self.state_waiters);
+                    wake_all(&mut self.publish_waiters);
+                    self.broadcast(ConnectionEvent::Recovery(event));
                 }
                 Event::Closed(error) => self.on_closed(error),
                 other => tracing::debug!(event = ?other, "amqp: unhandled event"),

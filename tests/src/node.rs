@@ -890,6 +890,18 @@ impl BrokerNode {
         result
     }
 
+    /// Kills the node at once, as a crash would: SIGKILL to its process group, no clean
+    /// shutdown. [`BrokerNode::restart`] brings it back with the same data.
+    pub fn kill(&mut self) -> Result<(), NodeError> {
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        kill_group(server.id(), "KILL");
+        wait_child(&mut server, Duration::from_secs(10));
+        self.stop_watchdog();
+        Ok(())
+    }
+
     /// Stops the node and starts it again with the same name, ports, data and certificates
     /// (e.g. to test client recovery after a broker restart).
     pub fn restart(&mut self) -> Result<(), NodeError> {
@@ -1086,14 +1098,28 @@ impl BrokerNode {
         //    `rabbitmqctl await_startup` fails at once while the node is not registered yet.
         self.poll_port(self.dist_port, deadline, "distribution port")?;
 
-        // 2. The full boot (plugins, listeners) as seen by the node itself.
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let secs = remaining.as_secs().max(1).to_string();
-        if let Err(e) = self.cli(
-            "rabbitmqctl",
-            ["await_startup", "--timeout", &secs],
-            remaining + Duration::from_secs(15),
-        ) {
+        // 2. The full boot (plugins, listeners) as seen by the node itself. Right after a
+        //    killed node comes back, epmd can still answer "not running" for a moment: ask
+        //    again while the node lives and time is left.
+        let awaited = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let secs = remaining.as_secs().max(1).to_string();
+            let result = self.cli(
+                "rabbitmqctl",
+                ["await_startup", "--timeout", &secs],
+                remaining + Duration::from_secs(15),
+            );
+            match &result {
+                Err(NodeError::Cli(f))
+                    if f.output.contains("not running at all") && Instant::now() < deadline =>
+                {
+                    self.check_alive()?;
+                    thread::sleep(Duration::from_millis(500));
+                }
+                _ => break result,
+            }
+        };
+        if let Err(e) = awaited {
             self.check_alive()?;
             let reason = match e {
                 NodeError::Cli(failure) => format!(

@@ -52,3 +52,10 @@ mod tls {
 
     amqp_conformance::async_tls_tests!(Tokio);
 }
+
+/// Automatic recovery through close_connection, stop_app/start_app, a killed node and a
+/// stalled then cut link, on a dedicated node ([`amqp_conformance::conformance::recovery`]).
+#[test]
+fn recovery_through_faults() {
+    amqp_conformance::conformance::recovery::faults_are_recovered(std::sync::Arc::new(Tokio));
+}

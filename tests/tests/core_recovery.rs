@@ -7,10 +7,10 @@ use std::time::Duration;
 use amqp_conformance::peer::{Pair, ScriptedPeer, rabbitmq_start};
 use amqp_proto::recovery::{Backoff, Endpoint, RecoveryConfig};
 use amqp_proto::{
-    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicQosOk, ChannelClose, ChannelCloseOk,
-    ChannelId, ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
-    ConnectionOpenOk, ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk,
-    FieldTable, Frame, Method, QueueBindOk, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
+    BasicAck, BasicConsumeOk, BasicQosOk, ChannelClose, ChannelCloseOk, ChannelId, ChannelOpenOk,
+    ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig, ConnectionOpenOk,
+    ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk, FieldTable, Frame,
+    Method, QueueBindOk, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
 };
 
 /// Recovery with exact waits (no jitter): 1 s, 2 s, 4 s, ...; two endpoints.
@@ -510,13 +510,28 @@ fn unconfirmed_publishes_resolve_as_lost_and_requests_fail_with_the_cause() {
             .any(|e| matches!(e, Event::ChannelClosed { .. } | Event::ConsumerEnded { .. }))
     );
 
-    // After recovery, publishing numbers from 1 again on the new connection.
+    // After recovery the broker numbers publishes from 1 again; the tags handed out go on, and
+    // the broker's 1 confirms tag 3.
     redial(&mut pair, Duration::from_secs(1), "node-b");
     assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
     pair.send_method(1, ChannelOpenOk::default());
     assert!(matches!(pair.expect_method(1), Method::ConfirmSelect(_)));
     pair.send_method(1, ConfirmSelectOk {});
     assert!(matches!(pair.expect_event(), Event::Recovered { .. }));
-    assert_eq!(pair.publish(ch, b"three", false), Some(DeliveryTag(1)));
-    let _ = BasicConsumeOptions::default();
+    assert_eq!(pair.publish(ch, b"three", false), Some(DeliveryTag(3)));
+    pair.send_method(
+        ch.0,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert!(matches!(
+        pair.expect_event(),
+        Event::Confirmed {
+            tag: DeliveryTag(3),
+            outcome: Confirmation::Ack(_),
+            ..
+        }
+    ));
 }

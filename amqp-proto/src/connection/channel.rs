@@ -197,6 +197,9 @@ pub(super) struct Confirms {
     window: VecDeque<Option<bool>>,
     /// Returns waiting for the confirm of the publish they belong to.
     pub(super) returns: VecDeque<ReturnedMessage>,
+    /// Added to the broker's sequence numbers: after a recovery the broker counts from 1
+    /// again, while the tags this client hands out go on from where they were.
+    offset: u64,
 }
 
 impl Default for Confirms {
@@ -205,6 +208,7 @@ impl Default for Confirms {
             base: 1,
             window: VecDeque::new(),
             returns: VecDeque::new(),
+            offset: 0,
         }
     }
 }
@@ -216,12 +220,21 @@ impl Confirms {
     pub(super) fn publish(&mut self, mandatory: bool) -> DeliveryTag {
         let tag = self.base + self.window.len() as u64;
         self.window.push_back(Some(mandatory));
-        DeliveryTag(tag)
+        DeliveryTag(self.offset + tag)
+    }
+
+    /// Confirms for a new connection (after a recovery): the broker numbers from 1, the tags
+    /// handed out go on after the last one of this window.
+    pub(super) fn next_connection(&self) -> Self {
+        Confirms {
+            offset: self.offset + self.base + self.window.len() as u64 - 1,
+            ..Confirms::default()
+        }
     }
 
     /// Tags still waiting for a confirm, in order.
     pub(super) fn outstanding(&self) -> impl Iterator<Item = u64> + '_ {
-        let base = self.base;
+        let base = self.offset + self.base;
         self.window
             .iter()
             .enumerate()
@@ -250,7 +263,7 @@ impl Confirms {
                     if pairing && is_mandatory {
                         mandatory.push(out.len());
                     }
-                    out.push((self.base, None));
+                    out.push((self.offset + self.base, None));
                 }
                 self.base += 1;
             }
@@ -262,7 +275,7 @@ impl Confirms {
                 if pairing && is_mandatory {
                     mandatory.push(out.len());
                 }
-                out.push((tag, None));
+                out.push((self.offset + tag, None));
             }
         }
         // Slots confirmed out of order earlier may now lead the window.

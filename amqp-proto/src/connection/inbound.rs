@@ -548,13 +548,13 @@ impl OpenChannel {
 
     /// The transport went but the channel lives on for automatic recovery: what was in flight
     /// fails with `error` (requests, content half received, which the broker redelivers, and
-    /// unconfirmed publishes, which resolve as lost); consumers stay. The new connection's
-    /// deliveries are numbered after those seen so far, and its confirms from 1.
+    /// unconfirmed publishes, which resolve as lost); consumers stay. Delivery and publish tags
+    /// of the new connection go on after those of the old one.
     pub(super) fn suspend(&mut self, error: &Error, cx: &mut ChannelContext<'_>) {
         self.fail_requests(error, cx);
-        if self.fail_confirms(error, cx) {
-            self.confirms = Some(Confirms::default());
-        }
+        let next = self.confirms.as_ref().map(Confirms::next_connection);
+        self.fail_confirms(error, cx);
+        self.confirms = next;
         self.flow_active = true;
         self.tags.reconnected();
     }
@@ -574,11 +574,10 @@ impl OpenChannel {
         }
     }
 
-    /// Resolves unconfirmed publishes as lost with `error`; returns whether the channel was in
-    /// confirm mode.
-    fn fail_confirms(&mut self, error: &Error, cx: &mut ChannelContext<'_>) -> bool {
+    /// Resolves unconfirmed publishes as lost with `error`.
+    fn fail_confirms(&mut self, error: &Error, cx: &mut ChannelContext<'_>) {
         let Some(mut confirms) = self.confirms.take() else {
-            return false;
+            return;
         };
         // Returns whose confirm never came are still handed over, not dropped.
         for returned in confirms.returns.drain(..) {
@@ -591,6 +590,5 @@ impl OpenChannel {
                 outcome: Confirmation::Lost(error.clone()),
             });
         }
-        true
     }
 }

@@ -134,6 +134,12 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether a recovery is under way (commands are refused with
+    /// [`WouldBlock::Recovering`](crate::WouldBlock::Recovering) until [`Event::Recovered`]).
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.is_some()
+    }
+
     /// The backoff timer expired: tell the caller to dial.
     pub(super) fn dial(&mut self) {
         if let Some(attempt) = self.recovery.as_mut().and_then(|r| r.dial()) {

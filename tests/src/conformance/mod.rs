@@ -100,6 +100,7 @@ macro_rules! keep_async {
 }
 
 pub mod asynchronous;
+pub mod recovery;
 pub mod support;
 
 /// Removes `async` and `.await` from Rust code, token by token (including inside
