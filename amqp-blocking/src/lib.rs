@@ -372,7 +372,7 @@ impl Consumer {
         match self.next_within(Some(timeout)) {
             None => Ok(None),
             Some(Some(delivery)) => delivery.map(Some),
-            Some(None) => Err(Error::Usage("the consumer has ended")),
+            Some(None) => Err(Error::Usage(nb::Misuse::ConsumerEnded)),
         }
     }
 

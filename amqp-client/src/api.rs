@@ -9,7 +9,7 @@ pub use crate::{
     ConnectionEvent, Consumer, ConsumerEnd, ConsumerTag, Decimal, Delivery, DeliveryTag, Error,
     ErrorKind, Events, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     FieldArray, FieldTable, FieldValue, Initiator, IntoBody, IntoConnectOptions, LongString,
-    PublishConfirm, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueueInfo,
+    Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueueInfo,
     QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns, ShortString, State, TlsError,
     TlsErrorKind, Tuning, UriError,
 };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use proto::{
     BasicProperties, BasicPublishOptions, ChannelId, DeliveryTag, Error, ExchangeDeclareOptions,
-    FieldTable, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
+    FieldTable, Misuse, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
 };
 
 use crate::body::IntoBody;
@@ -20,7 +20,7 @@ use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::{lock, register, set_waker};
 
 /// The error a channel handle reports after this client closed it.
-const CLOSED_BY_US: Error = Error::Usage("the channel was closed by this client");
+const CLOSED_BY_US: Error = Error::Usage(Misuse::ChannelClosedByClient);
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
@@ -432,7 +432,7 @@ impl Channel {
             return Poll::Ready(Err(e.clone()));
         }
         let Some(payload) = body.as_ref() else {
-            return Poll::Ready(Err(Error::Usage("publish polled after completion")));
+            return Poll::Ready(Err(Error::Usage(Misuse::PolledAfterCompletion)));
         };
 
         let tag = match s.core.basic_publish(
@@ -610,7 +610,7 @@ impl Future for PublishConfirm {
                 drop(pending);
                 Poll::Ready(match outcome {
                     Some(c) => c.into(),
-                    None => Confirmation::Lost(Error::Usage("the confirm was already taken")),
+                    None => Confirmation::Lost(Error::Usage(Misuse::OutcomeTaken)),
                 })
             }
         }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
 use amqp_proto as proto;
-use proto::{DeliveryTag, Error, ReturnedMessage};
+use proto::{DeliveryTag, Error, Misuse, ReturnedMessage};
 
 use crate::util::{set_waker, wake_all};
 
@@ -123,7 +123,7 @@ impl Confirms {
             Outcome::Lost => proto::Confirmation::Lost(
                 self.lost_reason
                     .clone()
-                    .unwrap_or(Error::Usage("the confirm was lost")),
+                    .unwrap_or(Error::Usage(Misuse::ConnectionNotOpen)),
             ),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use amqp_proto as proto;
 use futures_core::Stream;
 use proto::uri::AmqpUri;
-use proto::{ConnectionConfig, Error, FieldTable, Tuning};
+use proto::{ConnectionConfig, Error, FieldTable, Misuse, Tuning};
 
 use crate::channel::Channel;
 use crate::driver::{Driver, Timer, Transport};
@@ -52,7 +52,7 @@ impl Connection {
             Ok((id, ReqKind::OpenChannel { key }))
         })?;
         let Some((ch, key)) = opened else {
-            return Err(Error::Usage("the channel was not opened"));
+            return Err(Error::Usage(Misuse::NoSuchChannel));
         };
         match WaitReply::new(self.shared(), id).await {
             Ok(_) => Ok(Channel::new(self.handle.clone(), ch, key)),
@@ -232,7 +232,7 @@ impl Future for Connecting {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(handle) = self.handle.as_ref() else {
-            return Poll::Ready(Err(Error::Usage("polled after completion")));
+            return Poll::Ready(Err(Error::Usage(Misuse::PolledAfterCompletion)));
         };
         let ready = {
             let mut s = lock(&handle.shared);
@@ -244,7 +244,7 @@ impl Future for Connecting {
                     None => s
                         .close_error
                         .clone()
-                        .unwrap_or(Error::Usage("the connection closed")),
+                        .unwrap_or(Error::Usage(Misuse::ConnectionNotOpen)),
                 }))
             } else {
                 register(&mut s.state_waiters, cx.waker());

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use amqp_proto::{Error, Reply, RequestId};
+use amqp_proto::{Error, Misuse, Reply, RequestId};
 
 use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::lock;
@@ -100,5 +100,5 @@ pub(crate) fn start_request(
 /// A reply the core should never give to this command.
 pub(crate) fn unexpected(reply: Reply) -> Error {
     tracing::error!(?reply, "amqp: unexpected reply from the core");
-    Error::Usage("unexpected reply to this command")
+    Error::Usage(Misuse::UnexpectedReply)
 }

@@ -92,7 +92,7 @@ pub use amqp_proto::uri::{AmqpUri, UriError};
 pub use amqp_proto::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, CloseReason,
     ConnectionConfig, ConsumerEnd, ConsumerTag, DeliveryTag, Error, ErrorKind,
-    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString,
+    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Misuse,
     QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString, State,
     Tuning,
 };

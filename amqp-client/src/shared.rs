@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use amqp_proto as proto;
 use proto::{
-    ChannelId, ConsumerEnd, ConsumerTag, Error, Event, Reply, RequestId, ReturnedMessage,
+    ChannelId, ConsumerEnd, ConsumerTag, Error, Event, Misuse, Reply, RequestId, ReturnedMessage,
     ShortString,
 };
 use smallvec::SmallVec;
@@ -278,7 +278,7 @@ impl Shared {
                 None => Ok(entry),
                 Some(e) => Err(e.clone()),
             },
-            None => Err(Error::Usage("the channel is gone")),
+            None => Err(Error::Usage(Misuse::NoSuchChannel)),
         }
     }
 
@@ -361,7 +361,7 @@ impl Shared {
             return Poll::Ready(Err(self
                 .close_error
                 .clone()
-                .unwrap_or(Error::Usage("the request was lost"))));
+                .unwrap_or(Error::Usage(Misuse::OutcomeTaken))));
         };
         match &mut req.state {
             ReqState::Waiting(w) => {
@@ -374,7 +374,7 @@ impl Shared {
                     ..
                 }) = self.requests.remove(&id)
                 else {
-                    return Poll::Ready(Err(Error::Usage("the request was lost")));
+                    return Poll::Ready(Err(Error::Usage(Misuse::OutcomeTaken)));
                 };
                 Poll::Ready(result)
             }
@@ -704,7 +704,7 @@ impl Shared {
             // a channel does nothing else in that state.
             None => match self.core.open_channel() {
                 Err(e) => e,
-                Ok(_) => Error::Usage("the connection is closed"),
+                Ok(_) => Error::Usage(Misuse::ConnectionNotOpen),
             },
         };
         self.closed = Some(error.clone());

@@ -13,8 +13,11 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReplyCode(pub u16);
 
+/// The reply-code table: each row gives the spec's name, the code, whether it is soft, and the
+/// [`ErrorKind`] it maps to, so the constants, their names, softness and the kinds are all
+/// derived from one line per code.
 macro_rules! reply_codes {
-    ($($name:ident = $code:literal, $soft:literal;)*) => {
+    ($($name:ident = $code:literal, $soft:literal, $kind:ident;)*) => {
         impl ReplyCode {
             $(#[allow(missing_docs)] pub const $name: ReplyCode = ReplyCode($code);)*
 
@@ -28,29 +31,77 @@ macro_rules! reply_codes {
                 match self.0 { $($code => $soft,)* _ => false }
             }
         }
+
+        /// A named kind for every way things fail, derived from reply codes where there is
+        /// one.
+        ///
+        /// ```
+        /// use amqp_proto::{ErrorKind, ReplyCode};
+        /// assert_eq!(ErrorKind::from_reply_code(ReplyCode(404)), ErrorKind::NotFound);
+        /// assert_eq!(ErrorKind::NotFound.reply_code(), Some(ReplyCode::NOT_FOUND));
+        /// assert_eq!(ErrorKind::from_reply_code(ReplyCode(999)), ErrorKind::Other);
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorKind {
+            $(
+                #[doc = concat!("Reply code ", stringify!($code), " (`", stringify!($name), "`).")]
+                $kind,
+            )*
+            /// A reply code the spec does not name.
+            Other,
+            /// Login refused.
+            Authentication,
+            /// No inbound traffic for two heartbeat intervals.
+            HeartbeatTimeout,
+            /// The handshake did not finish in time.
+            Timeout,
+            /// The transport failed or reached end of stream.
+            ConnectionBroken,
+            /// The call is not valid in the current state or with these arguments.
+            Usage,
+            /// A publish would exceed a limit; retry after the matching event.
+            WouldBlock,
+            /// The TLS handshake failed: the broker's certificate was rejected (unknown issuer,
+            /// wrong host name, expired), the broker rejected ours, or the port does not speak
+            /// TLS. Only runtime adapters report it; the core never sees TLS.
+            Tls,
+        }
+
+        impl ErrorKind {
+            /// The kind for a reply code.
+            pub fn from_reply_code(code: ReplyCode) -> ErrorKind {
+                match code.0 { $($code => ErrorKind::$kind,)* _ => ErrorKind::Other }
+            }
+
+            /// The reply code this kind stands for, if it stands for one.
+            pub fn reply_code(self) -> Option<ReplyCode> {
+                match self { $(ErrorKind::$kind => Some(ReplyCode::$name),)* _ => None }
+            }
+        }
     };
 }
 
 reply_codes! {
-    REPLY_SUCCESS = 200, false;
-    CONTENT_TOO_LARGE = 311, true;
-    NO_ROUTE = 312, true;
-    NO_CONSUMERS = 313, true;
-    CONNECTION_FORCED = 320, false;
-    INVALID_PATH = 402, false;
-    ACCESS_REFUSED = 403, true;
-    NOT_FOUND = 404, true;
-    RESOURCE_LOCKED = 405, true;
-    PRECONDITION_FAILED = 406, true;
-    FRAME_ERROR = 501, false;
-    SYNTAX_ERROR = 502, false;
-    COMMAND_INVALID = 503, false;
-    CHANNEL_ERROR = 504, false;
-    UNEXPECTED_FRAME = 505, false;
-    RESOURCE_ERROR = 506, false;
-    NOT_ALLOWED = 530, false;
-    NOT_IMPLEMENTED = 540, false;
-    INTERNAL_ERROR = 541, false;
+    REPLY_SUCCESS = 200, false, Success;
+    CONTENT_TOO_LARGE = 311, true, ContentTooLarge;
+    NO_ROUTE = 312, true, NoRoute;
+    NO_CONSUMERS = 313, true, NoConsumers;
+    CONNECTION_FORCED = 320, false, ConnectionForced;
+    INVALID_PATH = 402, false, InvalidPath;
+    ACCESS_REFUSED = 403, true, AccessRefused;
+    NOT_FOUND = 404, true, NotFound;
+    RESOURCE_LOCKED = 405, true, ResourceLocked;
+    PRECONDITION_FAILED = 406, true, PreconditionFailed;
+    FRAME_ERROR = 501, false, FrameError;
+    SYNTAX_ERROR = 502, false, SyntaxError;
+    COMMAND_INVALID = 503, false, CommandInvalid;
+    CHANNEL_ERROR = 504, false, ChannelError;
+    UNEXPECTED_FRAME = 505, false, UnexpectedFrame;
+    RESOURCE_ERROR = 506, false, ResourceError;
+    NOT_ALLOWED = 530, false, NotAllowed;
+    NOT_IMPLEMENTED = 540, false, NotImplemented;
+    INTERNAL_ERROR = 541, false, InternalError;
 }
 
 impl fmt::Debug for ReplyCode {

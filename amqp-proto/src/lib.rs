@@ -49,8 +49,8 @@ mod wire;
 pub use connection::{
     BasicConsumeOptions, BasicPublishOptions, ChannelId, CloseReason, Confirmation, Connection,
     ConnectionConfig, ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, Event,
-    ExchangeDeclareOptions, GetMessage, Initiator, QueueDeclareOptions, QueueDeleteOptions, Reply,
-    RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
+    ExchangeDeclareOptions, GetMessage, Initiator, Misuse, QueueDeclareOptions, QueueDeleteOptions,
+    Reply, RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
 };
 pub use error::{CodecError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};

@@ -7,7 +7,7 @@ use amqp_proto::{
     BasicQosOk, BasicRecoverOk, ChannelCloseOk, ChannelFlowOk, ChannelId, ChannelOpenOk,
     ConfirmSelectOk, ConnectionConfig, ConnectionUpdateSecretOk, ConsumerEnd, DeliveryTag, Error,
     Event, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeclareOptions, ExchangeDeleteOk,
-    ExchangeUnbindOk, FieldTable, FieldValue, Method, QueueBindOk, QueueDeclareOk,
+    ExchangeUnbindOk, FieldTable, FieldValue, Method, Misuse, QueueBindOk, QueueDeclareOk,
     QueueDeclareOptions, QueueDeleteOk, QueueDeleteOptions, QueuePurgeOk, QueueUnbindOk, Reply,
     ReplyCode, RequestId, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
@@ -49,7 +49,10 @@ fn channels_up_to_channel_max_then_exhaustion_is_an_error() {
     for want in 1..=3 {
         assert_eq!(pair.open_channel().0, want);
     }
-    assert!(matches!(pair.client.open_channel(), Err(Error::Usage(_))));
+    assert_eq!(
+        pair.client.open_channel(),
+        Err(Error::Usage(Misuse::ChannelsExhausted))
+    );
     pair.expect_silence();
     // Freeing one makes room again.
     let id = pair.client.close_channel(ChannelId(2)).unwrap();
@@ -77,13 +80,13 @@ fn commands_on_a_channel_that_is_not_open_are_refused() {
     let mut pair = Pair::connected();
     assert!(matches!(
         pair.client.basic_qos(ChannelId(7), 1, 0, false),
-        Err(Error::Usage(_))
+        Err(Error::Usage(Misuse::NoSuchChannel))
     ));
     let (ch, _) = pair.client.open_channel().unwrap();
     // Still opening.
     assert!(matches!(
         pair.client.basic_qos(ch, 1, 0, false),
-        Err(Error::Usage(_))
+        Err(Error::Usage(Misuse::ChannelOpening))
     ));
     assert!(matches!(pair.expect_method(ch.0), Method::ChannelOpen(_)));
     pair.expect_silence();
@@ -684,7 +687,7 @@ fn nowait_consume_needs_a_tag() {
     assert!(matches!(
         pair.client
             .basic_consume(ch, "q", "", options, FieldTable::new()),
-        Err(Error::Usage(_))
+        Err(Error::Usage(Misuse::NowaitConsumeWithoutTag))
     ));
     pair.expect_silence();
 }
@@ -800,7 +803,7 @@ fn channel_open_refused_by_the_broker_fails_the_open() {
     ));
     match pair.expect_completed(id) {
         Err(Error::ChannelClosed { channel, reason }) => {
-            assert_eq!(channel, ch.0);
+            assert_eq!(channel, ch);
             assert_eq!(reason.code, ReplyCode::PRECONDITION_FAILED);
         }
         other => panic!("expected ChannelClosed, got {other:?}"),

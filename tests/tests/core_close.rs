@@ -8,7 +8,7 @@ use amqp_conformance::peer::Pair;
 use amqp_proto::{
     BasicQosOk, ChannelClose, ChannelCloseOk, ChannelId, Confirmation, ConnectionClose,
     ConnectionCloseOk, ConnectionConfig, ConsumerEnd, Error, Event, FieldTable, Frame, Initiator,
-    Method, QueueDeclareOk, QueueDeclareOptions, Reply, ReplyCode, RequestId, State,
+    Method, Misuse, QueueDeclareOk, QueueDeclareOptions, Reply, ReplyCode, RequestId, State,
 };
 use bytes::Bytes;
 
@@ -120,7 +120,7 @@ fn client_channel_close() {
         panic!("{events:?}")
     };
     assert!(
-        matches!(error, Error::ChannelClosed { channel, reason } if *channel == ch.0 && reason.initiator == Initiator::Client && reason.code == ReplyCode::REPLY_SUCCESS),
+        matches!(error, Error::ChannelClosed { channel, reason } if *channel == ch && reason.initiator == Initiator::Client && reason.code == ReplyCode::REPLY_SUCCESS),
         "{error:?}"
     );
     assert_all_failed(&events, ch, request, error);
@@ -128,11 +128,11 @@ fn client_channel_close() {
     // Commands on the closing channel are refused; closing again too.
     assert!(matches!(
         pair.client.basic_qos(ch, 1, 0, false),
-        Err(Error::Usage(_))
+        Err(Error::Usage(Misuse::ChannelClosing))
     ));
     assert!(matches!(
         pair.client.close_channel(ch),
-        Err(Error::Usage(_))
+        Err(Error::Usage(Misuse::ChannelClosing))
     ));
     // What the broker sends before close-ok is discarded.
     pair.deliver(ch.0, "c1", 2, b"late");
@@ -201,7 +201,7 @@ fn server_channel_close() {
     let Error::ChannelClosed { channel: n, reason } = error else {
         panic!("{error:?}")
     };
-    assert_eq!(*n, ch.0);
+    assert_eq!(*n, ch);
     assert_eq!(reason.initiator, Initiator::Server);
     assert_eq!(reason.code, ReplyCode::NOT_FOUND);
     assert_eq!(reason.text.as_str(), "NOT_FOUND - no queue 'q'");

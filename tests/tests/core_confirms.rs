@@ -321,7 +321,7 @@ fn client_channel_close_loses_outstanding_publishes() {
     };
     assert_eq!(
         (*channel, reason.initiator, reason.code),
-        (ch.0, Initiator::Client, ReplyCode::REPLY_SUCCESS)
+        (ch, Initiator::Client, ReplyCode::REPLY_SUCCESS)
     );
     assert_lost(&events, err);
 }

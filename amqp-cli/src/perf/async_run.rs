@@ -38,9 +38,10 @@ pub fn run_tokio(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
         spawn: |task| {
             let handle = tokio::spawn(task);
             Box::pin(async move {
-                handle
-                    .await
-                    .unwrap_or(Err(Error::Usage("a perf task panicked")))
+                handle.await.unwrap_or(Err(Error::Transport {
+                    kind: std::io::ErrorKind::Other,
+                    message: "a perf task panicked".into(),
+                }))
             })
         },
         sleep: |d| Box::pin(tokio::time::sleep(d)),

@@ -41,9 +41,10 @@ pub fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
     }
     let mut first_error = None;
     for thread in threads {
-        let result = thread
-            .join()
-            .unwrap_or(Err(Error::Usage("a perf thread panicked")));
+        let result = thread.join().unwrap_or(Err(Error::Transport {
+            kind: std::io::ErrorKind::Other,
+            message: "a perf thread panicked".into(),
+        }));
         if let Err(e) = result {
             stats.stop.store(true, Relaxed);
             stats.abort.store(true, Relaxed);

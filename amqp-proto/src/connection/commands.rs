@@ -9,7 +9,7 @@ use super::channel::{Channel, Confirms, Pending};
 use super::options::*;
 use super::{
     ChannelId, CloseCause, CloseReason, Connection, ConsumerEnd, DeliveryTag, Error, Event,
-    HandshakeStep, Initiator, Lifecycle, Reply, RequestId, WouldBlock, short,
+    HandshakeStep, Initiator, Lifecycle, Misuse, Reply, RequestId, WouldBlock, short,
 };
 use crate::error::ReplyCode;
 use crate::properties::BasicProperties;
@@ -63,9 +63,7 @@ impl Connection {
         };
         let id = (1..=max)
             .find(|n| !self.channels.contains_key(n))
-            .ok_or(Error::Usage(
-                "all channel numbers up to channel_max are in use",
-            ))?;
+            .ok_or(Error::Usage(Misuse::ChannelsExhausted))?;
         self.send_method(id, &ChannelOpen::default().into())?;
         let rid = self.next_id();
         self.channels.insert(id, Channel::Opening(rid));
@@ -77,9 +75,9 @@ impl Connection {
     pub fn close_channel(&mut self, ch: ChannelId) -> Result<RequestId, Error> {
         self.check_open()?;
         match self.channels.get(&ch.0) {
-            None => return Err(Error::Usage("no such channel (never opened, or closed)")),
+            None => return Err(Error::Usage(Misuse::NoSuchChannel)),
             Some(Channel::Closing(_)) => {
-                return Err(Error::Usage("the channel is already closing"));
+                return Err(Error::Usage(Misuse::ChannelClosing));
             }
             Some(_) => {}
         }
@@ -98,7 +96,7 @@ impl Connection {
             method_id: 0,
         };
         let error = Error::ChannelClosed {
-            channel: ch.0,
+            channel: ch,
             reason,
         };
         let id = self.next_id();
@@ -319,7 +317,7 @@ impl Connection {
         arguments: FieldTable,
     ) -> Result<RequestId, Error> {
         if options.nowait && consumer_tag.is_empty() {
-            return Err(Error::Usage("a no-wait consume needs a consumer tag"));
+            return Err(Error::Usage(Misuse::NowaitConsumeWithoutTag));
         }
         let m = BasicConsume {
             reserved_1: 0,
@@ -457,10 +455,8 @@ impl Connection {
     ) -> Result<Option<u64>, Error> {
         if let Some(Channel::Open(c)) = self.channels.get(&ch.0) {
             if c.tags.is_shifted() && c.tags.outbound(tag.0, multiple).is_none() {
-                self.events.push_back(Event::Warning(Error::Usage(
-                    "ack, nack or reject of a delivery from before a recovery dropped \
-                     (stale delivery tag; the broker redelivers it)",
-                )));
+                self.events
+                    .push_back(Event::Warning(Error::Usage(Misuse::StaleDeliveryTag)));
                 return Ok(None);
             }
         }

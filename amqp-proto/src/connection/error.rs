@@ -1,6 +1,8 @@
 //! The connection layer's error type: why a request, consumer, confirm, channel or connection
 //! failed, with reply codes mapped to named kinds.
 
+use super::event::ChannelId;
+pub use crate::error::ErrorKind;
 use crate::error::{CodecError, ReplyCode};
 use crate::types::ShortString;
 
@@ -61,94 +63,69 @@ pub enum WouldBlock {
     Recovering,
 }
 
-/// A named kind for every way things fail, derived from reply codes where there is one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A call the API does not allow now or with these arguments. Each variant says what to do
+/// instead; match on it rather than on the text.
+///
+/// ```
+/// use amqp_proto::{Connection, ConnectionConfig, Error, Misuse};
+/// use std::time::Instant;
+///
+/// let mut conn = Connection::new(ConnectionConfig::default(), Instant::now());
+/// // Before `Event::Connected` nothing can be opened yet.
+/// assert_eq!(conn.open_channel().unwrap_err(), Error::Usage(Misuse::ConnectionNotOpen));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
-pub enum ErrorKind {
-    /// 311
-    ContentTooLarge,
-    /// 312
-    NoRoute,
-    /// 313
-    NoConsumers,
-    /// 320
-    ConnectionForced,
-    /// 402
-    InvalidPath,
-    /// 403
-    AccessRefused,
-    /// 404
-    NotFound,
-    /// 405
-    ResourceLocked,
-    /// 406
-    PreconditionFailed,
-    /// 501
-    FrameError,
-    /// 502
-    SyntaxError,
-    /// 503
-    CommandInvalid,
-    /// 504
-    ChannelError,
-    /// 505
-    UnexpectedFrame,
-    /// 506
-    ResourceError,
-    /// 530
-    NotAllowed,
-    /// 540
-    NotImplemented,
-    /// 541
-    InternalError,
-    /// 200: an orderly close.
-    Success,
-    /// A reply code the spec does not name.
-    Other,
-    /// Login refused.
-    Authentication,
-    /// No inbound traffic for two heartbeat intervals.
-    HeartbeatTimeout,
-    /// The handshake did not finish in time.
-    Timeout,
-    /// The transport failed or reached end of stream.
-    ConnectionBroken,
-    /// The call is not valid in the current state or with these arguments.
-    Usage,
-    /// A publish would exceed a limit; retry after the matching event.
-    WouldBlock,
-    /// The TLS handshake failed: the broker's certificate was rejected (unknown issuer, wrong
-    /// host name, expired), the broker rejected ours, or the port does not speak TLS. Only
-    /// runtime adapters report it; the core never sees TLS.
-    Tls,
-}
-
-impl ErrorKind {
-    /// The kind for a reply code.
-    pub fn from_reply_code(code: ReplyCode) -> ErrorKind {
-        match code.0 {
-            200 => ErrorKind::Success,
-            311 => ErrorKind::ContentTooLarge,
-            312 => ErrorKind::NoRoute,
-            313 => ErrorKind::NoConsumers,
-            320 => ErrorKind::ConnectionForced,
-            402 => ErrorKind::InvalidPath,
-            403 => ErrorKind::AccessRefused,
-            404 => ErrorKind::NotFound,
-            405 => ErrorKind::ResourceLocked,
-            406 => ErrorKind::PreconditionFailed,
-            501 => ErrorKind::FrameError,
-            502 => ErrorKind::SyntaxError,
-            503 => ErrorKind::CommandInvalid,
-            504 => ErrorKind::ChannelError,
-            505 => ErrorKind::UnexpectedFrame,
-            506 => ErrorKind::ResourceError,
-            530 => ErrorKind::NotAllowed,
-            540 => ErrorKind::NotImplemented,
-            541 => ErrorKind::InternalError,
-            _ => ErrorKind::Other,
-        }
-    }
+pub enum Misuse {
+    /// The connection is not open.
+    #[error(
+        "the connection is not open: wait for the Connected event, or connect again after Closed"
+    )]
+    ConnectionNotOpen,
+    /// Every channel number up to `channel_max` is taken.
+    #[error("all channel numbers up to channel_max are in use: close a channel first")]
+    ChannelsExhausted,
+    /// The channel was never opened on this connection, or is closed.
+    #[error("no such channel (never opened, or closed): open a channel first")]
+    NoSuchChannel,
+    /// The channel has not finished opening.
+    #[error("the channel is still opening: wait for its ChannelOpened reply")]
+    ChannelOpening,
+    /// The channel is closing.
+    #[error("the channel is closing: use another channel")]
+    ChannelClosing,
+    /// The channel was closed by this client.
+    #[error("the channel was closed by this client: open a new one")]
+    ChannelClosedByClient,
+    /// A no-wait `basic.consume` names its consumer by the tag the client chose.
+    #[error("a no-wait consume needs a consumer tag: choose one, or let the broker answer")]
+    NowaitConsumeWithoutTag,
+    /// The configured SASL mechanism name or locale does not fit a short string.
+    #[error("the mechanism name or locale is longer than 255 bytes: fix the ConnectionConfig")]
+    ConfigTooLong,
+    /// A future was polled again after it completed.
+    #[error("polled after completion: await each future once")]
+    PolledAfterCompletion,
+    /// The outcome of a request or confirm was already handed out.
+    #[error("the outcome was already taken: await each request or confirmation once")]
+    OutcomeTaken,
+    /// The consumer has ended; nothing more will arrive on it.
+    #[error("the consumer has ended: start a new consumer")]
+    ConsumerEnded,
+    /// An ack, nack or reject named a delivery from before a recovery; it was dropped (the
+    /// broker redelivers that message with a new tag).
+    #[error(
+        "ack, nack or reject of a delivery from before a recovery dropped (stale delivery tag; \
+         the broker redelivers it): settle the redelivered message instead"
+    )]
+    StaleDeliveryTag,
+    /// `transport_ready` was called without an [`Event::Dial`](crate::Event::Dial) asking
+    /// for a connection.
+    #[error("no reconnection was asked for: call transport_ready only after Event::Dial")]
+    NoDialPending,
+    /// A reply of the wrong kind reached a command: a bug in this library.
+    #[error("unexpected reply to this command (a bug in this library: please report it)")]
+    UnexpectedReply,
 }
 
 /// Everything that can go wrong on a connection. Cheap to clone: one close fails many waiters
@@ -160,7 +137,7 @@ pub enum Error {
     #[error("channel {channel} closed: {reason}")]
     ChannelClosed {
         /// The channel.
-        channel: u16,
+        channel: ChannelId,
         /// Why.
         reason: CloseReason,
     },
@@ -210,9 +187,9 @@ pub enum Error {
     /// A value could not be encoded (e.g. a name over 255 bytes, a header over frame_max).
     #[error("cannot encode: {0}")]
     Encode(CodecError),
-    /// The call does not fit the current state (e.g. the channel is not open).
+    /// The call does not fit the current state or its arguments; [`Misuse`] says what to do.
     #[error("invalid use: {0}")]
-    Usage(&'static str),
+    Usage(Misuse),
     /// A publish cannot go out right now; see [`WouldBlock`].
     #[error("publish would block: {0:?}")]
     WouldBlock(WouldBlock),

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::inbound::server_reason;
-use super::{Connection, Error, Event, HandshakeStep, Lifecycle, Tuning, short};
+use super::{Connection, Error, Event, HandshakeStep, Lifecycle, Misuse, Tuning, short};
 use crate::error::ReplyCode;
 use crate::frame::{Frame, MIN_FRAME_MAX};
 use crate::spec::*;
@@ -132,9 +132,7 @@ impl Connection {
             Err(e) => return self.finish(Some(Error::Authentication(e))),
         };
         let (Ok(mechanism), Ok(locale)) = (short(&mechanism), short(&self.config.locale)) else {
-            return self.finish(Some(Error::Usage(
-                "mechanism or locale longer than 255 bytes",
-            )));
+            return self.finish(Some(Error::Usage(Misuse::ConfigTooLong)));
         };
         self.server_properties = start.server_properties;
         let start_ok = ConnectionStartOk {

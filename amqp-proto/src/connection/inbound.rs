@@ -194,7 +194,7 @@ fn server_close(close: ChannelClose, cx: &mut ChannelContext<'_>) -> Error {
     cx.send(ChannelCloseOk {}.into());
     cx.topology.forget_channel(cx.channel);
     Error::ChannelClosed {
-        channel: cx.channel,
+        channel: cx.id(),
         reason: server_reason(
             close.reply_code,
             &close.reply_text,

@@ -42,7 +42,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 pub use config::ConnectionConfig;
-pub use error::{CloseReason, Error, ErrorKind, Initiator, WouldBlock};
+pub use error::{CloseReason, Error, ErrorKind, Initiator, Misuse, WouldBlock};
 pub use event::{
     ChannelId, Confirmation, ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Event, GetMessage,
     Reply, RequestId, ReturnedMessage, Tuning,
@@ -488,7 +488,7 @@ impl Connection {
     fn closed_error(&self) -> Error {
         self.close_error()
             .cloned()
-            .unwrap_or(Error::Usage("the connection is not open"))
+            .unwrap_or(Error::Usage(Misuse::ConnectionNotOpen))
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -510,8 +510,9 @@ impl Connection {
         self.check_open()?;
         match self.channels.get_mut(&ch.0) {
             Some(Channel::Open(c)) => Ok(c),
-            Some(_) => Err(Error::Usage("the channel is opening or closing")),
-            None => Err(Error::Usage("no such channel (never opened, or closed)")),
+            Some(Channel::Opening(_)) => Err(Error::Usage(Misuse::ChannelOpening)),
+            Some(Channel::Closing(_)) => Err(Error::Usage(Misuse::ChannelClosing)),
+            None => Err(Error::Usage(Misuse::NoSuchChannel)),
         }
     }
 

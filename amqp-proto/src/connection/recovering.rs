@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::channel::Channel;
 use super::recovery::{Next, Recovery, ReplayPlan, ReplayStep, triggers_recovery};
-use super::{Connection, Error, Event, HandshakeStep, Lifecycle, inbound::server_reason};
+use super::{Connection, Error, Event, HandshakeStep, Lifecycle, Misuse, inbound::server_reason};
 use crate::ChannelId;
 use crate::frame::{FrameDecoder, PROTOCOL_HEADER};
 use crate::spec::*;
@@ -118,9 +118,7 @@ impl Connection {
         let ready = matches!(self.lifecycle, Lifecycle::Recovering)
             && self.recovery.as_mut().is_some_and(|r| r.transport_ready());
         if !ready {
-            return Err(Error::Usage(
-                "no reconnection was asked for (see Event::Dial)",
-            ));
+            return Err(Error::Usage(Misuse::NoDialPending));
         }
         // Nothing queued for the old transport belongs on the new one.
         self.transmit = Transmit::default();
@@ -193,7 +191,7 @@ impl Connection {
             Method::ChannelClose(close) => {
                 let _ = self.send_method(ch, &ChannelCloseOk {}.into());
                 let error = Error::ChannelClosed {
-                    channel: ch,
+                    channel: ChannelId(ch),
                     reason: server_reason(
                         close.reply_code,
                         &close.reply_text,

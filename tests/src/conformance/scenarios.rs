@@ -795,7 +795,7 @@ macro_rules! scenarios {
                 assert_channel_error(&err, ErrorKind::NotFound, 404);
                 match &err {
                     Error::ChannelClosed { channel, reason } => {
-                        assert_eq!(*channel, doomed.id().0);
+                        assert_eq!(*channel, doomed.id());
                         assert!(reason.text.contains(&missing), "{err}");
                     }
                     other => panic!("expected a channel error, got {other}"),
