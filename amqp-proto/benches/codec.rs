@@ -12,7 +12,13 @@
 //! - encode: ours `Transmit::push_content` then draining the chunks; theirs `gen_frame` of the
 //!   pre-built frames into a reused `Vec`.
 //!
-//! Run: `cargo bench -p amqp-proto --bench codec -- --warm-up-time 1 --measurement-time 3`.
+//! Those batches (about 250 KB) stay in cache. `large_stream` (after the criterion groups) also
+//! decodes and encodes one 32 MiB stream of the same deliveries at 16 B and 1 KiB, the two
+//! codecs interleaved round by round (alternating which goes first), as a busy consumer's read
+//! buffer looks; it prints the median of each and the ratio.
+//!
+//! Run: `cargo bench -p amqp-proto --bench codec -- --warm-up-time 1 --measurement-time 3`
+//! (`-- large` for the large stream alone).
 
 use std::hint::black_box;
 
@@ -23,7 +29,7 @@ use amqp_proto::{
     BasicDeliver, BasicProperties, FieldTable, Frame, FrameDecoder, Method, ShortString, Transmit,
 };
 use bytes::{Bytes, BytesMut};
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 
 const FRAME_MAX: u32 = 131_072;
 const CHANNEL: u16 = 1;
@@ -256,5 +262,93 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bytes in the large stream.
+const LARGE_STREAM: usize = 32 << 20;
+/// Rounds of the large stream; each round runs every codec once.
+const LARGE_ROUNDS: usize = 11;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds `f` takes.
+fn timed<T>(f: impl FnOnce() -> T) -> f64 {
+    let t = std::time::Instant::now();
+    black_box(f());
+    t.elapsed().as_secs_f64()
+}
+
+fn large_stream() {
+    for (label, size) in [("16B", 16), ("1KiB", 1024)] {
+        let one = our_stream(size, 1).len();
+        let n = LARGE_STREAM / one;
+        let wire = our_stream(size, n);
+        let frames = n * 3;
+        assert_eq!(our_decode(BytesMut::from(&wire[..])).0, frames);
+        assert_eq!(their_decode(&wire), frames);
+
+        let methods: Vec<Method> = (0..n).map(|i| our_deliver(i as u64 + 1)).collect();
+        let props = our_properties();
+        let body = body(size);
+        let their = their_frames(size, n);
+        let mut out = Transmit::default();
+        let mut their_buf = Vec::new();
+
+        let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for round in 0..LARGE_ROUNDS {
+            // Alternate who goes first, so neither always runs on a cache the other warmed.
+            let order: [usize; 4] = if round % 2 == 0 {
+                [0, 1, 2, 3]
+            } else {
+                [1, 0, 3, 2]
+            };
+            for which in order {
+                let secs = match which {
+                    0 => {
+                        let buf = BytesMut::from(&wire[..]);
+                        let mut kept = None;
+                        let secs = timed(|| kept = Some(our_decode(buf)));
+                        drop(kept);
+                        secs
+                    }
+                    1 => timed(|| their_decode(&wire)),
+                    2 => timed(|| our_encode(&mut out, &methods, &props, &body)),
+                    _ => timed(|| {
+                        their_buf.clear();
+                        their_buf = their_encode(std::mem::take(&mut their_buf), &their);
+                        their_buf.len()
+                    }),
+                };
+                t[which].push(n as f64 / secs);
+            }
+        }
+        let [od, td, oe, te] = t.map(median);
+        println!(
+            "large stream {label} ({} MiB, {n} deliveries, median of {LARGE_ROUNDS}): \
+             decode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x; \
+             encode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x",
+            wire.len() >> 20,
+            od / 1e6,
+            td / 1e6,
+            od / td,
+            oe / 1e6,
+            te / 1e6,
+            oe / te,
+        );
+    }
+}
+
 criterion_group!(benches, decode, encode);
-criterion_main!(benches);
+
+fn main() {
+    // The first free argument is a filter, as for criterion's own groups.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref().is_none_or(|f| f != "large") {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if filter.as_deref().is_none_or(|f| "large stream".contains(f)) {
+        large_stream();
+    }
+}
