@@ -46,6 +46,13 @@ impl Runtime for AsyncStd {
 
 amqp_conformance::async_broker_tests!(AsyncStd);
 
+/// Automatic recovery through close_connection, stop_app/start_app, a killed node and a
+/// stalled then cut link, on a dedicated node ([`amqp_conformance::conformance::recovery`]).
+#[test]
+fn recovery_through_faults() {
+    amqp_conformance::conformance::recovery::faults_are_recovered(std::sync::Arc::new(AsyncStd));
+}
+
 /// The TLS scenarios on async-std's executor, against this binary's dedicated nodes (shared
 /// with `smol::tls`).
 mod tls {
