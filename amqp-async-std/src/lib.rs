@@ -62,10 +62,34 @@
 //! The connection's driver (socket I/O, heartbeats) runs on a small dedicated thread
 //! (`amqp-io`) with `async_io::block_on`, so it needs no particular executor and keeps
 //! running whatever the application's tasks do. To run it on your executor instead, use
-//! [`connect_with_spawner`] (e.g. with `smol::spawn(driver).detach()`).
+//! [`connect_with_spawner`]:
 //!
-//! Everything else — [`Connection`], [`Channel`], [`Consumer`], [`Delivery`],
-//! [`PublishConfirm`] — is the runtime-agnostic API of `amqp-client`, re-exported here.
+//! ```no_run
+//! use amqp_async_std::{BasicGetOptions, ErrorKind};
+//!
+//! smol::block_on(async {
+//!     let conn = amqp_async_std::connect_with_spawner("amqp://127.0.0.1:5672/%2f", |driver| {
+//!         smol::spawn(driver).detach(); // keeps running while the executor does
+//!         Ok(())
+//!     })
+//!     .await?;
+//!     let channel = conn.open_channel().await?;
+//!     match channel.basic_get("jobs", BasicGetOptions::default()).await {
+//!         Ok(Some(job)) => job.ack()?,
+//!         Ok(None) => println!("the queue is empty"),
+//!         Err(e) if e.kind() == ErrorKind::NotFound => println!("no queue named jobs"),
+//!         Err(e) => return Err(e.into()),
+//!     }
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Everything else — [`Channel`], [`Consumer`], [`Delivery`], [`PublishConfirm`] — is the
+//! runtime-agnostic API of `amqp-client`, re-exported here; [`Connection`] derefs to
+//! `amqp_client::Connection`. The examples by topic in `amqp-tokio`'s documentation apply
+//! here unchanged (with `futures_lite::StreamExt` for consumers), and the RabbitMQ tutorials
+//! are in this crate's `examples/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -180,8 +204,8 @@ async fn dial(host: String, port: u16) -> io::Result<FuturesIoTransport> {
 pub mod transport {
     use super::*;
 
-    /// A TLS stream (futures-rustls over `async-io` TCP) as the driver's [`Transport`](amqp_client::adapter::Transport). Feature
-    /// `tls`.
+    /// A TLS stream (futures-rustls over `async-io` TCP) as the driver's [`Transport`].
+    /// Feature `tls`.
     #[cfg(feature = "tls")]
     pub type TlsTransport = FuturesIoTransport<futures_rustls::client::TlsStream<Async<TcpStream>>>;
 
@@ -189,8 +213,8 @@ pub mod transport {
     const READ_CHUNK: usize = 64 * 1024;
 
     /// Any `futures-io` stream (by default an `async-io` TCP stream) as the driver's
-    /// [`Transport`](amqp_client::adapter::Transport). Reads go through a reused scratch buffer (the stream API wants initialized
-    /// memory), writes are vectored.
+    /// [`Transport`]. Reads go through a reused scratch buffer (the stream API wants
+    /// initialized memory), writes are vectored.
     pub struct FuturesIoTransport<S = Async<TcpStream>> {
         stream: S,
         scratch: Box<[u8]>,
@@ -257,7 +281,7 @@ pub mod transport {
         }
     }
 
-    /// `async-io`'s timer as the driver's [`Timer`](amqp_client::adapter::Timer); works under any executor.
+    /// `async-io`'s timer as the driver's [`Timer`]; works under any executor.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct AsyncIoTimer;
 

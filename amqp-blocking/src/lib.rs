@@ -115,6 +115,24 @@ pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, Conn
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection. See
 /// [`amqp_client::Connection`].
+///
+/// ```no_run
+/// use amqp_blocking::{Connection, ConnectionEvent};
+///
+/// let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+/// let events = conn.events();
+/// std::thread::spawn(move || {
+///     for event in events {
+///         if let ConnectionEvent::Blocked { reason } = event {
+///             eprintln!("publishing paused by the broker: {reason}");
+///         }
+///     }
+/// });
+/// let channel = conn.open_channel()?;
+/// println!("channel {} on a connection tuned to {:?}", channel.id(), conn.tuning());
+/// conn.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Connection(nb::Connection);
 
@@ -172,6 +190,28 @@ impl From<nb::Connection> for Connection {
 }
 
 /// A channel. Cheap to clone; every clone is the same channel. See [`amqp_client::Channel`].
+///
+/// Declare, bind and publish with properties and headers:
+///
+/// ```no_run
+/// use amqp_blocking::{
+///     BasicProperties, BasicPublishOptions, Connection, Decimal, ExchangeDeclareOptions,
+///     FieldTable, QueueBindOptions, QueueDeclareOptions,
+/// };
+///
+/// let channel = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?.open_channel()?;
+/// channel.exchange_declare("prices", "fanout", ExchangeDeclareOptions::default(), FieldTable::new())?;
+/// let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+/// let queue = channel.queue_declare("", exclusive, FieldTable::new())?;
+/// channel.queue_bind(&queue.name, "prices", "", QueueBindOptions::default(), FieldTable::new())?;
+///
+/// let props = BasicProperties::default()
+///     .with_content_type("text/plain")
+///     .with_headers(FieldTable::new().with("price", Decimal::new(-314, 2)).with("raw", vec![1u8, 2]));
+/// let line = String::from("EURUSD -3.14");
+/// channel.basic_publish("prices", "", BasicPublishOptions::default(), &props, line.as_bytes())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Channel(nb::Channel);
 
@@ -284,6 +324,28 @@ impl From<nb::Channel> for Channel {
 }
 
 /// The broker's answer to one publish, to [`wait`](Self::wait) for.
+///
+/// A `mandatory` message that no queue took is still acked; the returned message rides on
+/// the confirm:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use amqp_blocking::{BasicProperties, BasicPublishOptions, ConfirmSelectOptions, Connection};
+///
+/// let channel = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?.open_channel()?;
+/// channel.confirm_select(ConfirmSelectOptions::default())?;
+/// let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+/// let mut confirm =
+///     channel.basic_publish("", "no-such-queue", mandatory, &BasicProperties::default(), "x")?;
+/// match confirm.wait_timeout(Duration::from_secs(5)) {
+///     None => println!("no answer within 5 s (ask again, or wait())"),
+///     Some(outcome) => match outcome.returned() {
+///         Some(returned) => println!("returned: {} (acked: {})", returned.reply_text, outcome.is_ack()),
+///         None => println!("routed; acked: {}", outcome.is_ack()),
+///     },
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct PublishConfirm {
     pending: nb::PublishConfirm,
@@ -333,6 +395,32 @@ impl PublishConfirm {
 /// the next one, or [`recv_timeout`](Self::recv_timeout) through a shared reference (so one
 /// consumer can be polled from a struct field or by several threads in turn). See
 /// [`amqp_client::Consumer`] for when it ends; dropping it cancels the consumer.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use amqp_blocking::{BasicConsumeOptions, Connection, ErrorKind, FieldTable};
+///
+/// let channel = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?.open_channel()?;
+/// let consumer =
+///     channel.basic_consume("orders", "", BasicConsumeOptions::default(), FieldTable::new())?;
+/// // Bounded waits through `&self` ...
+/// while let Some(delivery) = consumer.recv_timeout(Duration::from_secs(1))? {
+///     match delivery.body.first() {
+///         Some(b'{') => delivery.ack()?,
+///         Some(_) => delivery.nack(true)?,     // requeue
+///         None => delivery.reject(false)?, // drop (or dead-letter)
+///     }
+/// }
+/// // ... or a plain iterator that ends with the consumer, after one Err if the channel closed.
+/// for delivery in consumer {
+///     match delivery {
+///         Ok(delivery) => delivery.ack()?,
+///         Err(e) if e.kind() == ErrorKind::NotFound => eprintln!("the queue is gone: {e}"),
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Consumer {
     inner: Mutex<nb::Consumer>,

@@ -73,9 +73,160 @@
 //!
 //! Without the feature, `amqps://` is refused with [`ConnectError::TlsNotSupported`].
 //!
-//! Everything else — [`Connection`], [`Channel`], [`Consumer`], [`Delivery`],
-//! [`PublishConfirm`] — is the runtime-agnostic API of `amqp-client`, re-exported here. Needs
-//! a tokio runtime with the `net` and `time` drivers enabled.
+//! Everything else — [`Channel`], [`Consumer`], [`Delivery`], [`PublishConfirm`] — is the
+//! runtime-agnostic API of `amqp-client`, re-exported here; [`Connection`] derefs to
+//! `amqp_client::Connection`. Needs a tokio runtime with the `net` and `time` drivers enabled.
+//! The RabbitMQ tutorials are in this crate's `examples/`.
+//!
+//! # Examples by topic
+//!
+//! Each snippet runs inside an `async fn` returning `Result<_, Box<dyn Error>>`, with
+//! `channel` an open [`Channel`].
+//!
+//! ## Connection and channels
+//!
+//! A connection is one TCP (or TLS) connection; open a channel per concurrent task. Watch the
+//! connection's life with [`Connection::events`](amqp_client::Connection::events):
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use amqp_tokio::{ConnectOptions, Connection, ConnectionEvent};
+//! use futures_util::StreamExt;
+//!
+//! let mut options = ConnectOptions::parse("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=30")?;
+//! options.config.connection_name = Some("billing-worker".into());
+//! let conn = Connection::connect_with(options).await?;
+//! let (publisher, consumer) = (conn.open_channel().await?, conn.open_channel().await?);
+//! println!("channels {} and {}", publisher.id(), consumer.id());
+//!
+//! let mut events = conn.events();
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             ConnectionEvent::Blocked { reason } => eprintln!("broker blocked us: {reason}"),
+//!             ConnectionEvent::Closed(why) => eprintln!("connection over: {why:?}"),
+//!             other => eprintln!("{other:?}"),
+//!         }
+//!     }
+//! });
+//! conn.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Declare and bind
+//!
+//! ```no_run
+//! # async fn f(channel: amqp_tokio::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! use amqp_tokio::{ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions};
+//!
+//! let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+//! channel.exchange_declare("orders", "topic", durable, FieldTable::new()).await?;
+//! // Queue arguments are a field table of the broker's x- settings.
+//! let args = FieldTable::new().with("x-queue-type", "quorum").with("x-max-length", 10_000i32);
+//! let options = QueueDeclareOptions { durable: true, ..Default::default() };
+//! let queue = channel.queue_declare("orders.eu", options, args).await?;
+//! channel
+//!     .queue_bind(&queue.name, "orders", "eu.#", QueueBindOptions::default(), FieldTable::new())
+//!     .await?;
+//! println!("{} holds {} messages", queue.name, queue.message_count);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Publish with properties and headers
+//!
+//! ```no_run
+//! # async fn f(channel: amqp_tokio::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::SystemTime;
+//! use amqp_tokio::{BasicProperties, BasicPublishOptions, Bytes, Decimal, FieldTable};
+//!
+//! let headers = FieldTable::new()
+//!     .with("attempt", 1i32)
+//!     .with("amount", Decimal::new(-1999, 2)) // -19.99
+//!     .with("signature", &b"\x01\x02"[..]) // a byte array
+//!     .with("sent-at", SystemTime::now());
+//! let props = BasicProperties::default()
+//!     .with_content_type("application/json")
+//!     .with_delivery_mode(2) // persistent
+//!     .with_message_id("order-42")
+//!     .with_headers(headers);
+//! let body = Bytes::from_static(br#"{"order": 42}"#); // Bytes, Vec<u8>, String: no copy
+//! channel.basic_publish("orders", "eu.new", BasicPublishOptions::default(), &props, body).await?;
+//! let borrowed: &[u8] = b"copied once";
+//! channel.basic_publish("orders", "eu.new", BasicPublishOptions::default(), &props, borrowed).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Confirms and returns
+//!
+//! In confirm mode each publish resolves to the broker's answer. A `mandatory` message that
+//! no queue took comes back: in confirm mode it rides on the (positive) confirm; outside
+//! confirm mode it arrives on [`Channel::on_return`](amqp_client::Channel::on_return).
+//!
+//! ```no_run
+//! # async fn f(channel: amqp_tokio::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! use amqp_tokio::{BasicProperties, BasicPublishOptions, ConfirmSelectOptions, Confirmation};
+//!
+//! channel.confirm_select(ConfirmSelectOptions::default()).await?;
+//! let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+//! let props = BasicProperties::default();
+//! let confirm = channel.basic_publish("", "no-such-queue", mandatory, &props, "x").await?;
+//! match confirm.await {
+//!     Confirmation::Ack(Some(returned)) => {
+//!         println!("unroutable: {} {}", returned.reply_code, returned.reply_text)
+//!     }
+//!     Confirmation::Ack(None) => println!("stored by the broker"),
+//!     Confirmation::Nack(_) => println!("the broker could not take it"),
+//!     Confirmation::Lost(e) => println!("unknown: the channel closed first ({e})"),
+//!     Confirmation::NotRequested => unreachable!("the channel is in confirm mode"),
+//! }
+//! // Or wait for everything published so far: true when all were acked.
+//! assert!(channel.wait_for_confirms().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Consumers: ack, nack, reject
+//!
+//! ```no_run
+//! # async fn f(channel: amqp_tokio::Channel) -> Result<(), Box<dyn std::error::Error>> {
+//! use amqp_tokio::{BasicConsumeOptions, BasicQosOptions, FieldTable};
+//! use futures_util::StreamExt;
+//!
+//! channel.basic_qos(50, BasicQosOptions::default()).await?; // at most 50 unacked
+//! let mut consumer = channel
+//!     .basic_consume("orders.eu", "", BasicConsumeOptions::default(), FieldTable::new())
+//!     .await?;
+//! while let Some(delivery) = consumer.next().await {
+//!     let delivery = delivery?; // Err: the channel or connection closed, with why
+//!     match std::str::from_utf8(&delivery.body) {
+//!         Ok(text) if text.starts_with('{') => delivery.ack()?,
+//!         Ok(_) => delivery.nack(true)?, // back to the queue
+//!         Err(_) => delivery.reject(false)?, // dropped, or dead-lettered
+//!     }
+//! }
+//! println!("consumer ended: {:?}", consumer.end_reason());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Errors and `kind()`
+//!
+//! Every error names its kind; broker refusals carry the reply code. A channel error closes
+//! only that channel.
+//!
+//! ```no_run
+//! # async fn f(conn: amqp_tokio::Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! use amqp_tokio::{ErrorKind, QueueDeclareOptions, FieldTable};
+//!
+//! let channel = conn.open_channel().await?;
+//! let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+//! match channel.queue_declare("maybe-there", passive, FieldTable::new()).await {
+//!     Ok(queue) => println!("{} exists", queue.name),
+//!     Err(e) if e.kind() == ErrorKind::NotFound => println!("no such queue: {e}"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! assert!(!channel.is_open()); // the 404 closed this channel; the connection is fine
+//! let _fresh = conn.open_channel().await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
