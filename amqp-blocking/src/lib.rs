@@ -169,6 +169,9 @@ impl Connection {
         now fn is_blocked(&self) -> bool;
         /// Where the connection is in its life.
         now fn state(&self) -> State;
+        /// Wake-ups and system calls so far (divide by messages moved for the cost per
+        /// message).
+        now fn io_counters(&self) -> IoCounters;
     }
 
     /// What happens to the connection: blocked/unblocked, channel flow, warnings, and
@@ -278,6 +281,12 @@ impl Channel {
         /// Blocks until every publish so far is confirmed: `true` if all were acked, `false`
         /// if any was nacked since the last call; fails if a confirm was lost.
         wait fn wait_for_confirms(&self) -> Result<bool, Error>;
+        /// Blocks until at most `max_outstanding` publishes await their confirm, waking once
+        /// per batch of arrived confirms rather than per confirm; then collect them with
+        /// [`PublishConfirm::try_wait`]. See [`amqp_client::Channel::wait_confirm_window`].
+        wait fn wait_confirm_window(&self, max_outstanding: usize) -> Result<(), Error>;
+        /// How many publishes of this channel await their confirm.
+        now fn confirms_outstanding(&self) -> usize;
         /// Starts transaction mode on this channel.
         wait fn tx_select(&self) -> Result<(), Error>;
         /// Commits the current transaction.
@@ -378,6 +387,20 @@ impl PublishConfirm {
             self.outcome = block_on_timeout(&mut self.pending, timeout);
         }
         self.outcome.clone()
+    }
+
+    /// The broker's answer if it has arrived, without blocking; otherwise the still pending
+    /// confirm back.
+    pub fn try_wait(self) -> Result<Confirmation, Self> {
+        if let Some(outcome) = self.outcome {
+            return Ok(outcome);
+        }
+        let tag = self.tag;
+        nb::PublishConfirm::try_resolve(self.pending).map_err(|pending| PublishConfirm {
+            pending,
+            tag,
+            outcome: None,
+        })
     }
 
     /// The publish's delivery tag in confirm mode.

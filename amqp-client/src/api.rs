@@ -8,10 +8,10 @@ pub use crate::{
     ConfirmSelectOptions, Confirmation, ConnectError, ConnectOptions, ConnectionConfig,
     ConnectionEvent, Consumer, ConsumerEnd, ConsumerTag, Decimal, Delivery, DeliveryTag, Error,
     ErrorKind, Events, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    FieldArray, FieldTable, FieldValue, Initiator, IntoBody, IntoConnectOptions, LongString,
-    Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueueInfo,
-    QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns, ShortString, State, TlsError,
-    TlsErrorKind, Tuning, UriError,
+    FieldArray, FieldTable, FieldValue, Initiator, IntoBody, IntoConnectOptions, IoCounters,
+    LongString, Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns, ShortString, State,
+    TlsError, TlsErrorKind, Tuning, UriError,
 };
 #[cfg(feature = "tls")]
 pub use crate::{TlsOptions, tls};

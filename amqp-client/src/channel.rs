@@ -480,8 +480,7 @@ impl Channel {
                 return Poll::Ready(Err(CLOSED_BY_US));
             };
             let confirms = &mut entry.confirms;
-            if confirms.outstanding > 0 {
-                register(&mut confirms.waiters, cx.waker());
+            if confirms.poll_window(0, cx).is_pending() {
                 return Poll::Pending;
             }
             let nacked = std::mem::take(&mut confirms.nacked);
@@ -491,6 +490,52 @@ impl Channel {
             }
         })
         .await
+    }
+
+    /// Waits until at most `max_outstanding` publishes of this channel await their confirm.
+    ///
+    /// This is how a publisher keeps a confirm window without a wake-up per confirm: publish
+    /// until `W` are outstanding, wait here for `W / 2`, then collect the confirms that
+    /// arrived with [`PublishConfirm::try_resolve`]. The waiting task is woken once, when the
+    /// confirms that arrived together bring the count down to the limit. Returns at once
+    /// outside confirm mode; confirms lost to a close count as arrived.
+    ///
+    /// ```no_run
+    /// # async fn f(ch: amqp_client::Channel) -> Result<(), amqp_client::Error> {
+    /// use amqp_client::{BasicProperties, BasicPublishOptions};
+    /// let mut window = std::collections::VecDeque::new();
+    /// for _ in 0..10_000 {
+    ///     if window.len() >= 1000 {
+    ///         ch.wait_confirm_window(500).await?;
+    ///         while let Some(confirm) = window.pop_front() {
+    ///             match amqp_client::PublishConfirm::try_resolve(confirm) {
+    ///                 Ok(outcome) => assert!(outcome.is_ack()),
+    ///                 Err(pending) => { window.push_front(pending); break; }
+    ///             }
+    ///         }
+    ///     }
+    ///     let props = BasicProperties::default();
+    ///     window.push_back(ch.basic_publish("", "q", BasicPublishOptions::default(), &props, "m").await?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_confirm_window(&self, max_outstanding: usize) -> Result<(), Error> {
+        poll_fn(|cx| {
+            let mut s = lock(self.shared());
+            match s.channels.get_mut(&self.inner.key) {
+                None => Poll::Ready(Err(CLOSED_BY_US)),
+                Some(entry) => entry.confirms.poll_window(max_outstanding, cx).map(Ok),
+            }
+        })
+        .await
+    }
+
+    /// How many publishes of this channel await their confirm.
+    pub fn confirms_outstanding(&self) -> usize {
+        lock(self.shared())
+            .channels
+            .get(&self.inner.key)
+            .map_or(0, |entry| entry.confirms.outstanding)
     }
 
     /// Starts a transaction mode on this channel.
@@ -586,6 +631,36 @@ impl PublishConfirm {
     pub fn is_requested(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// The broker's answer if it has arrived, without waiting; otherwise the still pending
+    /// confirm back. (An associated function, so that it reads the same on the blocking
+    /// adapter's handle.)
+    pub fn try_resolve(mut this: Self) -> Result<Confirmation, Self> {
+        let Some((channel, tag)) = &this.pending else {
+            return Ok(Confirmation::NotRequested);
+        };
+        let taken = {
+            let mut s = lock(channel.shared());
+            match s.channels.get_mut(&channel.inner.key) {
+                Some(entry) => entry.confirms.poll_take(*tag, None),
+                None => Poll::Ready(None),
+            }
+        };
+        match taken {
+            Poll::Pending => Err(this),
+            Poll::Ready(outcome) => {
+                this.pending = None;
+                Ok(Self::outcome(outcome))
+            }
+        }
+    }
+
+    fn outcome(taken: Option<proto::Confirmation>) -> Confirmation {
+        match taken {
+            Some(c) => c.into(),
+            None => Confirmation::Lost(Error::Usage(Misuse::OutcomeTaken)),
+        }
+    }
 }
 
 impl Future for PublishConfirm {
@@ -598,7 +673,7 @@ impl Future for PublishConfirm {
         let polled = {
             let mut s = lock(channel.shared());
             match s.channels.get_mut(&channel.inner.key) {
-                Some(entry) => entry.confirms.poll_take(*tag, cx),
+                Some(entry) => entry.confirms.poll_take(*tag, Some(cx.waker())),
                 None => Poll::Ready(None),
             }
         };
@@ -608,10 +683,7 @@ impl Future for PublishConfirm {
                 // Drop the channel handle outside the lock.
                 let pending = self.pending.take();
                 drop(pending);
-                Poll::Ready(match outcome {
-                    Some(c) => c.into(),
-                    None => Confirmation::Lost(Error::Usage(Misuse::OutcomeTaken)),
-                })
+                Poll::Ready(Self::outcome(outcome))
             }
         }
     }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use amqp_proto as proto;
 use proto::{DeliveryTag, Error, Misuse, ReturnedMessage};
 
-use crate::util::{set_waker, wake_all};
+use crate::util::set_waker;
 
 /// Slots kept allocated however far the window drains.
 const MIN_SLOTS: usize = 64;
@@ -49,8 +49,10 @@ pub(crate) struct Confirms {
     pub(crate) lost: Option<Error>,
     /// Why confirms were lost, for the slots that say so.
     lost_reason: Option<Error>,
-    /// Tasks in `wait_for_confirms`.
-    pub(crate) waiters: Vec<Waker>,
+    /// Tasks waiting until at most so many publishes are outstanding (`wait_for_confirms`
+    /// waits for 0, `wait_confirm_window` for its limit): each is woken once, when the
+    /// confirms that arrived together bring the count down to its limit, not per confirm.
+    waiters: Vec<(usize, Waker)>,
 }
 
 impl Confirms {
@@ -76,9 +78,10 @@ impl Confirms {
         (i < self.slots.len()).then_some(i)
     }
 
-    pub(crate) fn resolve(&mut self, tag: DeliveryTag, outcome: proto::Confirmation) {
+    /// Records the broker's answer for `tag`; returns how many tasks it woke.
+    pub(crate) fn resolve(&mut self, tag: DeliveryTag, outcome: proto::Confirmation) -> usize {
         let Some(i) = self.index(tag) else {
-            return;
+            return 0;
         };
         let outcome = match outcome {
             proto::Confirmation::Ack(r) => Outcome::Ack(r),
@@ -94,26 +97,60 @@ impl Confirms {
                 Outcome::Lost
             }
         };
+        let mut woken = 0;
         let slot = &mut self.slots[i];
         match std::mem::replace(slot, Slot::Taken) {
             Slot::Waiting(waker) => {
                 *slot = Slot::Ready(outcome);
                 if let Some(w) = waker {
                     w.wake();
+                    woken += 1;
                 }
             }
             Slot::Detached => {}
             other => {
                 // Resolved twice: keep the first outcome.
                 *slot = other;
-                return;
+                return 0;
             }
         }
         self.outstanding -= 1;
-        if self.outstanding == 0 {
-            wake_all(&mut self.waiters);
+        if !self.waiters.is_empty() {
+            let outstanding = self.outstanding;
+            self.waiters.retain(|(limit, w)| {
+                let done = outstanding <= *limit;
+                if done {
+                    w.wake_by_ref();
+                    woken += 1;
+                }
+                !done
+            });
         }
         self.trim();
+        woken
+    }
+
+    /// Whether at most `limit` publishes are outstanding; registers the waker if not.
+    pub(crate) fn poll_window(&mut self, limit: usize, cx: &mut Context<'_>) -> Poll<()> {
+        if self.outstanding <= limit {
+            return Poll::Ready(());
+        }
+        match self
+            .waiters
+            .iter_mut()
+            .find(|(_, w)| w.will_wake(cx.waker()))
+        {
+            Some(entry) => entry.0 = limit,
+            None => self.waiters.push((limit, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    /// Wakes every window waiter (the channel is over).
+    pub(crate) fn wake_waiters(&mut self) {
+        for (_, w) in self.waiters.drain(..) {
+            w.wake();
+        }
     }
 
     fn confirmation(&self, outcome: Outcome) -> proto::Confirmation {
@@ -128,11 +165,11 @@ impl Confirms {
         }
     }
 
-    /// Picks up the outcome of `tag`, or registers the waker.
+    /// Picks up the outcome of `tag`, or registers the waker (if any).
     pub(crate) fn poll_take(
         &mut self,
         tag: DeliveryTag,
-        cx: &mut Context<'_>,
+        waker: Option<&Waker>,
     ) -> Poll<Option<proto::Confirmation>> {
         let Some(i) = self.index(tag) else {
             return Poll::Ready(None);
@@ -140,7 +177,9 @@ impl Confirms {
         let slot = &mut self.slots[i];
         match slot {
             Slot::Waiting(w) => {
-                set_waker(w, cx.waker());
+                if let Some(waker) = waker {
+                    set_waker(w, waker);
+                }
                 Poll::Pending
             }
             Slot::Ready(_) => {

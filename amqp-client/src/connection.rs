@@ -14,7 +14,7 @@ use proto::{ConnectionConfig, Error, FieldTable, Misuse, Tuning};
 use crate::channel::Channel;
 use crate::driver::{Driver, Timer, Transport};
 use crate::handle::{ConnHandle, WaitReply, recovered, start_request};
-use crate::shared::{ConnectionEvent, ReqKind, Shared, SharedRef, Subscriber};
+use crate::shared::{ConnectionEvent, IoCounters, ReqKind, Shared, SharedRef, Subscriber};
 use crate::util::{lock, register};
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection.
@@ -151,6 +151,12 @@ impl Connection {
     /// The limits agreed with the broker.
     pub fn tuning(&self) -> Tuning {
         lock(self.shared()).core.tuning()
+    }
+
+    /// Wake-ups and system calls of this connection so far ([`IoCounters`]): read them before
+    /// and after a run and divide by the messages moved for the cost per message.
+    pub fn io_counters(&self) -> IoCounters {
+        lock(self.shared()).counters
     }
 
     /// Whether commands can be sent.

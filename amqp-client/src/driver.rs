@@ -91,6 +91,9 @@ pub struct Driver<T, R> {
     out: VecDeque<Bytes>,
     /// Bytes in `out`.
     out_bytes: usize,
+    /// Writes and polls not yet added to the shared counters.
+    writes: u64,
+    polls: u64,
     need_flush: bool,
     read_done: bool,
     write_failed: bool,
@@ -132,6 +135,8 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             rbuf: BytesMut::new(),
             out: VecDeque::new(),
             out_bytes: 0,
+            writes: 0,
+            polls: 0,
             need_flush: false,
             read_done: false,
             write_failed: false,
@@ -233,6 +238,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             return true;
         }
         let mut s = lock(&self.shared);
+        s.counters.reads += 1;
         let now = self.timer.now();
         // Hand the buffer back to the core, which decodes in place (bodies stay slices of it).
         // The core decodes in place: received bodies stay slices of this buffer.
@@ -271,6 +277,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                 Poll::Ready(Ok(mut n)) => {
                     tracing::trace!(bytes = n, "amqp: wrote");
                     progress = true;
+                    self.writes += 1;
                     self.need_flush = true;
                     self.out_bytes -= n.min(self.out_bytes);
                     while n > 0 {
@@ -333,6 +340,8 @@ impl<T: Transport, R: Timer> Driver<T, R> {
                 }
             }
             s.writer_holds(self.out_bytes);
+            s.counters.writes += std::mem::take(&mut self.writes);
+            s.counters.driver_polls += std::mem::take(&mut self.polls);
             s.park_driver(cx.waker(), self.out.is_empty());
             (
                 s.core.is_closed(),
@@ -406,6 +415,7 @@ impl<T: Transport, R: Timer> Future for Driver<T, R> {
         if this.finished {
             return Poll::Ready(());
         }
+        this.polls += 1;
         for _ in 0..SPIN_LIMIT {
             match this.step(cx) {
                 Step::Progress => {}

@@ -82,7 +82,7 @@ pub use options::{
     BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,
 };
-pub use shared::ConnectionEvent;
+pub use shared::{ConnectionEvent, IoCounters};
 #[cfg(feature = "tls")]
 pub use tls::{MaybeTls, TlsClient, TlsOptions};
 

@@ -53,6 +53,26 @@ pub enum ConnectionEvent {
     Closed(Option<Error>),
 }
 
+/// How often a connection's machinery woke up and made system calls, since it started: the
+/// figures to divide by a message count to see the cost per message that in-memory
+/// benchmarks cannot show (see [`crate::Connection::io_counters`]). Plain integers, updated
+/// under the lock the driver and handles take anyway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IoCounters {
+    /// Times the driver task ran (each run handles whatever is ready).
+    pub driver_polls: u64,
+    /// Reads from the transport that returned bytes (or end of stream).
+    pub reads: u64,
+    /// Writes to the transport (vectored; each carries many frames).
+    pub writes: u64,
+    /// Times a handle woke the idle driver because it queued output.
+    pub driver_wakes: u64,
+    /// Application tasks woken by the driver: a request completed, deliveries arrived for an
+    /// idle consumer, a confirm arrived for a waiting publisher, a confirm window drained.
+    pub task_wakes: u64,
+}
+
 /// The lock every handle and the driver share.
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;
 
@@ -148,6 +168,8 @@ pub(crate) struct Shared {
     /// Channel number → (consumer tag, consumer key) of its active consumers.
     consumer_keys: Map<u16, SmallVec<[(ConsumerTag, u64); 2]>>,
     pub(crate) subscribers: Map<u64, Subscriber>,
+    /// Wake-ups and system calls so far.
+    pub(crate) counters: IoCounters,
     /// Outbound bytes the driver took from the core and has not written yet: they count
     /// against `high_water_mark` as much as the bytes still queued in the core.
     writer_holds: usize,
@@ -190,6 +212,7 @@ impl Shared {
     ) -> Self {
         Shared {
             span,
+            counters: IoCounters::default(),
             writer_holds: 0,
             high_water_mark,
             core,
@@ -239,6 +262,7 @@ impl Shared {
         if self.driver_idle && (self.core.wants_write() || self.core.is_closed()) {
             self.driver_idle = false;
             if let Some(w) = &self.driver_waker {
+                self.counters.driver_wakes += 1;
                 w.wake_by_ref();
             }
         }
@@ -327,7 +351,7 @@ impl Shared {
             entry.closed = Some(error);
         }
         wake_all(&mut entry.close_wakers);
-        wake_all(&mut entry.confirms.waiters);
+        entry.confirms.wake_waiters();
         if let Some(w) = entry.returns.waker.take() {
             w.wake();
         }
@@ -417,7 +441,8 @@ impl Shared {
                     outcome,
                 } => {
                     if let Some(entry) = self.entry_by_number(channel) {
-                        entry.confirms.resolve(tag, outcome);
+                        let woken = entry.confirms.resolve(tag, outcome);
+                        self.counters.task_wakes += woken as u64;
                     }
                 }
                 Event::Completed { id, result } => self.complete(id, result),
@@ -574,6 +599,7 @@ impl Shared {
                 let waker = waker.take();
                 req.state = ReqState::Done(result);
                 if let Some(w) = waker {
+                    self.counters.task_wakes += 1;
                     w.wake();
                 }
             }
@@ -618,6 +644,7 @@ impl Shared {
         if q.owned {
             q.items.push_back(d);
             if let Some(w) = q.waker.take() {
+                self.counters.task_wakes += 1;
                 w.wake();
             }
         } else if !q.no_ack {

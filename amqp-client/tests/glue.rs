@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions, Confirmation, Connection,
-    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, FieldTable, QueueDeclareOptions,
+    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, FieldTable, PublishConfirm,
+    QueueDeclareOptions,
 };
 use amqp_conformance::client::{ClientPair, Task};
 use amqp_proto::{
@@ -543,4 +544,92 @@ fn the_driver_reads_time_from_its_timer_only() {
     pair.advance(Duration::from_secs(2));
     assert!(matches!(pair.next_frame(), Some(Frame::Heartbeat)));
     assert!(conn.is_open());
+}
+
+#[test]
+fn a_confirm_window_waiter_wakes_once_per_batch_not_per_confirm() {
+    let (mut pair, conn) = ClientPair::connected();
+    let ch = pair.open_channel(&conn);
+    select_confirms(&mut pair, &ch);
+    let mut pending: Vec<_> = (0..10)
+        .map(|_| publish(&ch, b"m").expect_ready().unwrap())
+        .collect();
+    for _ in 0..10 {
+        pair.expect_published(1);
+    }
+    assert_eq!(ch.confirms_outstanding(), 10);
+    let mut window = Task::spawn(ch.wait_confirm_window(4));
+    window.expect_pending();
+    // Confirms trickling in one read at a time do not wake it until the window is down to 4.
+    for tag in 1..=5 {
+        pair.send_method(
+            1,
+            BasicAck {
+                delivery_tag: tag,
+                multiple: false,
+            },
+        );
+    }
+    assert_eq!(window.wakes(), 0);
+    pair.send_method(
+        1,
+        BasicAck {
+            delivery_tag: 6,
+            multiple: false,
+        },
+    );
+    assert_eq!(window.wakes(), 1);
+    window.expect_ready().unwrap();
+    // The confirms that arrived are collected without waiting; the rest come back pending.
+    let mut resolved = 0;
+    pending = pending
+        .into_iter()
+        .filter_map(|c| match PublishConfirm::try_resolve(c) {
+            Ok(outcome) => {
+                assert!(outcome.is_ack());
+                resolved += 1;
+                None
+            }
+            Err(still) => Some(still),
+        })
+        .collect();
+    assert_eq!((resolved, pending.len()), (6, 4));
+    // A batch of confirms in one read wakes the next window waiter once.
+    let mut window = Task::spawn(ch.wait_confirm_window(0));
+    for tag in 7..=10 {
+        pair.peer.send(&Frame::Method(
+            1,
+            BasicAck {
+                delivery_tag: tag,
+                multiple: false,
+            }
+            .into(),
+        ));
+    }
+    pair.run();
+    assert_eq!(window.wakes(), 1);
+    window.expect_ready().unwrap();
+}
+
+#[test]
+fn io_counters_count_reads_writes_and_wake_ups() {
+    let (mut pair, conn) = ClientPair::connected();
+    let ch = pair.open_channel(&conn);
+    let mut consumer = consume(&mut pair, &ch, "c1");
+    let before = conn.io_counters();
+    let mut next = Task::spawn(consumer.next());
+    for tag in 1..=100 {
+        pair.peer.deliver(1, "c1", tag, b"work");
+    }
+    pair.run();
+    let after = conn.io_counters();
+    // One read brought all of them, and woke the consumer once.
+    assert_eq!(after.reads - before.reads, 1, "{before:?} -> {after:?}");
+    assert_eq!(after.task_wakes - before.task_wakes, 1);
+    next.expect_ready().unwrap().unwrap().ack().unwrap();
+    pair.run();
+    let acked = conn.io_counters();
+    assert_eq!(acked.writes - after.writes, 1, "{after:?} -> {acked:?}");
+    assert_eq!(acked.driver_wakes - after.driver_wakes, 1);
+    assert_eq!(pair.driver_counts().writes as u64, acked.writes);
 }
