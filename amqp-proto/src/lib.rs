@@ -38,6 +38,7 @@ pub mod connection;
 pub use connection::recovery;
 pub mod error;
 pub mod frame;
+pub mod metrics;
 pub mod properties;
 pub mod sasl;
 pub mod spec;
@@ -54,6 +55,7 @@ pub use connection::{
 };
 pub use error::{CodecError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};
+pub use metrics::Metrics;
 pub use properties::{BasicProperties, ContentHeader};
 pub use spec::*;
 pub use transmit::Transmit;

@@ -44,6 +44,8 @@ pub struct Transmit {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
     len: usize,
+    /// Frames queued since creation (for the connection's metrics).
+    frames: u64,
 }
 
 impl Transmit {
@@ -55,6 +57,11 @@ impl Transmit {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many frames were ever queued (raw bytes such as the protocol header excluded).
+    pub fn frames_queued(&self) -> u64 {
+        self.frames
     }
 
     /// Appends raw bytes (the protocol header).
@@ -70,6 +77,7 @@ impl Transmit {
         let before = self.tail.len();
         frame.encode(&mut self.tail)?;
         self.len += self.tail.len() - before;
+        self.frames += 1;
         Ok(())
     }
 
@@ -94,6 +102,7 @@ impl Transmit {
                 max: frame_max,
             });
         }
+        self.frames += 1;
         self.len += size;
         Ok(())
     }
@@ -118,6 +127,8 @@ impl Transmit {
             return result;
         }
         self.len += self.tail.len() - start;
+        // The method and header frames; push_body counts the body frames.
+        self.frames += 2;
         self.push_body(channel, body, frame_max);
         Ok(())
     }
@@ -171,6 +182,7 @@ impl Transmit {
             }
             self.tail.put_u8(FRAME_END);
             self.len += len + FRAME_OVERHEAD;
+            self.frames += 1;
             offset = end;
         }
     }

@@ -347,6 +347,11 @@ impl ChannelTable {
         self.slots.get_mut(usize::from(*id))?.as_mut()
     }
 
+    /// The channels, in ascending order of number.
+    pub(super) fn values(&self) -> impl Iterator<Item = &Channel> {
+        self.slots.iter().flatten()
+    }
+
     pub(super) fn contains_key(&self, id: &u16) -> bool {
         self.get(id).is_some()
     }

@@ -441,6 +441,7 @@ impl Connection {
             Some(Channel::Open(c)) => c.confirms.as_mut().map(|c| c.publish(options.mandatory)),
             _ => None,
         };
+        self.counters.m.publishes += 1;
         Ok(tag)
     }
 
@@ -481,7 +482,9 @@ impl Connection {
                 multiple,
             }
             .into(),
-        )
+        )?;
+        self.counters.m.acks_sent += 1;
+        Ok(())
     }
 
     /// Rejects deliveries, optionally requeueing them (a RabbitMQ extension).
@@ -503,7 +506,9 @@ impl Connection {
                 requeue,
             }
             .into(),
-        )
+        )?;
+        self.counters.m.nacks_sent += 1;
+        Ok(())
     }
 
     /// Rejects one delivery, optionally requeueing it.
@@ -523,7 +528,9 @@ impl Connection {
                 requeue,
             }
             .into(),
-        )
+        )?;
+        self.counters.m.rejects_sent += 1;
+        Ok(())
     }
 
     /// Replaces the connection's secret (e.g. a refreshed OAuth2 token). Completes with

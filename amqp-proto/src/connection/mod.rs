@@ -55,6 +55,7 @@ pub use topology::{RecordedChannel, RecordedConsumer, RecordedQueue, Topology};
 
 use crate::error::ReplyCode;
 use crate::frame::{Frame, FrameDecoder, PROTOCOL_HEADER};
+use crate::metrics::{Counters, Metrics};
 use crate::spec::*;
 use crate::transmit::Transmit;
 use crate::types::{FieldTable, ShortString};
@@ -220,6 +221,8 @@ pub struct Connection {
     /// The recovery in progress. It lives beside the lifecycle because it spans three of its
     /// states: `Recovering` (between transports), `Handshake` and `Open` (while replaying).
     recovery: Option<Box<recovery::Recovery>>,
+    /// What [`Connection::metrics`] reports.
+    counters: Counters,
 }
 
 impl Connection {
@@ -254,6 +257,7 @@ impl Connection {
             schedule: config.recovery.as_ref().map(recovery::Schedule::new),
             recovery: None,
             config,
+            counters: Counters::default(),
         }
     }
 
@@ -355,6 +359,7 @@ impl Connection {
     pub fn process_input(&mut self, buf: &mut BytesMut, now: Instant) {
         if buf.len() != self.read_seen {
             self.last_recv = now;
+            self.counters.m.bytes_in += buf.len().saturating_sub(self.read_seen) as u64;
         }
         if self.is_closed() || self.between_transports() {
             // Over, or bytes of a transport that recovery has given up on.
@@ -464,12 +469,30 @@ impl Connection {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let chunk = self.transmit.pop_chunk()?;
         self.last_sent = now;
+        self.counters.m.bytes_out += chunk.len() as u64;
         Some(chunk)
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        // Every event passes here once, so counting here counts each exactly once.
+        count_event(&mut self.counters.m, &event);
+        Some(event)
+    }
+
+    /// The connection's counters (see [`crate::metrics`]); a blocked period in progress is
+    /// counted up to `now`.
+    pub fn metrics(&self, now: Instant) -> Metrics {
+        let mut m = self.counters.snapshot(now);
+        m.frames_out = self.transmit.frames_queued();
+        for channel in self.channels.values() {
+            if let Channel::Open(c) = channel {
+                m.channels_open += 1;
+                m.consumers += c.consumers.len() as u64;
+            }
+        }
+        m
     }
 
     /// When [`Connection::handle_timeout`] must next be called, if ever.
@@ -536,6 +559,7 @@ impl Connection {
     // ----- inbound -----
 
     fn on_frame(&mut self, frame: Frame, now: Instant) {
+        self.counters.m.frames_in += 1;
         match self.lifecycle {
             Lifecycle::Handshake { step, .. } => self.on_handshake_frame(step, frame, now),
             // After our close only close and close-ok matter.
@@ -582,10 +606,12 @@ impl Connection {
             _ if closing => {}
             Method::ConnectionBlocked(b) => {
                 self.blocked = Some(b.reason.clone());
+                self.counters.blocked(now);
                 self.events.push_back(Event::Blocked { reason: b.reason });
             }
             Method::ConnectionUnblocked(_) => {
                 self.blocked = None;
+                self.counters.unblocked(now);
                 self.events.push_back(Event::Unblocked);
             }
             Method::ConnectionUpdateSecretOk(_) => match self.conn_pending.front() {
@@ -710,6 +736,8 @@ impl Connection {
         }
         self.conn_pending = rest;
         self.fail_everything(&failure);
+        // A block ends with the connection; the peer was last heard from at `last_recv`.
+        self.counters.unblocked(self.last_recv);
         self.lifecycle = Lifecycle::Closed { error: failure };
         self.events.push_back(Event::Closed(error));
     }
@@ -742,6 +770,32 @@ impl Connection {
             deadline: now + self.config.close_timeout,
             cause: CloseCause::Violation(error),
         };
+    }
+}
+
+/// Counts what an event reports: deliveries (consumed or fetched), confirms by outcome,
+/// returns (alone or attached to their confirm) and completed recoveries.
+fn count_event(m: &mut Metrics, event: &Event) {
+    match event {
+        Event::Delivery(_) => m.deliveries += 1,
+        Event::Completed {
+            result: Ok(Reply::Get(Some(_))),
+            ..
+        } => m.deliveries += 1,
+        Event::Returned(_) => m.returns += 1,
+        Event::Recovered { .. } => m.recoveries += 1,
+        Event::Confirmed { outcome, .. } => match outcome {
+            Confirmation::Ack(returned) => {
+                m.confirms_acked += 1;
+                m.returns += u64::from(returned.is_some());
+            }
+            Confirmation::Nack(returned) => {
+                m.confirms_nacked += 1;
+                m.returns += u64::from(returned.is_some());
+            }
+            Confirmation::Lost(_) => m.confirms_lost += 1,
+        },
+        _ => {}
     }
 }
 

@@ -69,10 +69,13 @@ impl Connection {
             // reason of the close (none for ours), not a heartbeat failure.
             Timer::PeerDead => match self.lifecycle {
                 Lifecycle::Closing { .. } => self.end_close(),
-                _ => self.lost(
-                    super::Error::HeartbeatTimeout(u32::from(self.tuning.heartbeat) * 2),
-                    now,
-                ),
+                _ => {
+                    self.counters.m.heartbeats_missed += 1;
+                    self.lost(
+                        super::Error::HeartbeatTimeout(u32::from(self.tuning.heartbeat) * 2),
+                        now,
+                    );
+                }
             },
             Timer::Reconnect => self.dial(),
             Timer::HeartbeatSend => {
