@@ -172,6 +172,9 @@ impl Connection {
         /// Wake-ups and system calls so far (divide by messages moved for the cost per
         /// message).
         now fn io_counters(&self) -> IoCounters;
+        /// The connection's counters (frames, bytes, publishes, confirms, deliveries, ...):
+        /// see [`amqp_client::Connection::metrics`].
+        now fn metrics(&self) -> amqp_client::Metrics;
     }
 
     /// What happens to the connection: blocked/unblocked, channel flow, warnings, and

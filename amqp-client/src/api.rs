@@ -9,9 +9,9 @@ pub use crate::{
     ConnectionEvent, Consumer, ConsumerEnd, ConsumerTag, Decimal, Delivery, DeliveryTag, Error,
     ErrorKind, Events, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     FieldArray, FieldTable, FieldValue, Initiator, IntoBody, IntoConnectOptions, IoCounters,
-    LongString, Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns, ShortString, State,
-    TlsError, TlsErrorKind, Tuning, UriError,
+    LongString, Metrics, Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions, QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns,
+    ShortString, State, TlsError, TlsErrorKind, Tuning, UriError,
 };
 #[cfg(feature = "tls")]
 pub use crate::{TlsOptions, tls};

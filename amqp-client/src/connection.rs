@@ -164,6 +164,23 @@ impl Connection {
         lock(self.shared()).core.is_open()
     }
 
+    /// The connection's counters, read from the core: frames and bytes in and out,
+    /// publishes, confirms (acked, nacked, lost), returns, deliveries, acks/nacks/rejects
+    /// sent, consumers and channels open, time blocked, heartbeats missed, recoveries. See
+    /// [`Metrics`](proto::Metrics). With the `metrics` feature the same figures also go to the
+    /// `metrics` crate's recorder, at most once a second.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: amqp_client::Connection) {
+    /// let m = conn.metrics();
+    /// println!("{} publishes, {} confirmed", m.publishes, m.confirms_acked);
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> proto::Metrics {
+        let s = lock(self.shared());
+        s.core.metrics(s.now())
+    }
+
     /// Whether the broker currently blocks publishing (a resource alarm).
     pub fn is_blocked(&self) -> bool {
         lock(self.shared()).core.is_blocked()
@@ -192,6 +209,9 @@ pub fn start_connection<T: Transport, R: Timer>(
         s if s.metadata().is_some_and(|m| m.name() == CONNECTION_SPAN) => s,
         _ => connection_span(&config, None),
     };
+    #[cfg(feature = "metrics")]
+    let exporter =
+        crate::metrics_export::Exporter::new(config.connection_name.as_deref().unwrap_or_default());
     let high_water_mark = config.high_water_mark;
     let core = proto::Connection::new(config, started);
     let timer = Arc::new(timer);
@@ -201,6 +221,10 @@ pub fn start_connection<T: Transport, R: Timer>(
         timer.clone(),
         span.clone(),
     )));
+    #[cfg(feature = "metrics")]
+    {
+        lock(&shared).exporter = Some(exporter);
+    }
     let driver = Driver::new(shared.clone(), transport, timer, span);
     let connecting = Connecting {
         handle: Some(Arc::new(ConnHandle { shared })),

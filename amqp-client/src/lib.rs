@@ -63,6 +63,8 @@ mod consumer;
 mod driver;
 mod error;
 mod handle;
+#[cfg(feature = "metrics")]
+mod metrics_export;
 mod options;
 mod shared;
 #[cfg(feature = "tls")]
@@ -92,8 +94,8 @@ pub use amqp_proto::uri::{AmqpUri, UriError};
 pub use amqp_proto::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, CloseReason,
     ConnectionConfig, ConsumerEnd, ConsumerTag, DeliveryTag, Error, ErrorKind,
-    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Misuse,
-    QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString, State,
-    Tuning,
+    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Metrics,
+    Misuse, QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString,
+    State, Tuning,
 };
 pub use bytes::Bytes;

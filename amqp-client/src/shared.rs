@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     pub(crate) driver_done: bool,
     /// `amqp.connection` span: connection name, endpoint and virtual host.
     pub(crate) span: tracing::Span,
+    #[cfg(feature = "metrics")]
+    pub(crate) exporter: Option<crate::metrics_export::Exporter>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -215,6 +217,8 @@ impl Shared {
             counters: IoCounters::default(),
             writer_holds: 0,
             high_water_mark,
+            #[cfg(feature = "metrics")]
+            exporter: None,
             core,
             clock,
             driver_waker: None,
@@ -534,6 +538,12 @@ impl Shared {
                 Event::Closed(error) => self.on_closed(error),
                 other => tracing::debug!(event = ?other, "amqp: unhandled event"),
             }
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = &mut self.exporter {
+            let now = self.clock.now();
+            let core = &self.core;
+            exporter.tick(now, self.closed.is_some(), || core.metrics(now));
         }
     }
 

@@ -15,7 +15,7 @@ use amqp_client::{
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 
-use super::{Plan, Stats};
+use super::{Plan, Role, Stats};
 use crate::error::CliError;
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -64,6 +64,15 @@ async fn run(plan: Arc<Plan>, stats: Arc<Stats>, rt: Rt) -> Result<(), CliError>
     let args = &plan.args;
     let consumer_conns = connect_n(&rt, &plan, args.consumer_connections, args.consumers).await?;
     let producer_conns = connect_n(&rt, &plan, args.producer_connections, args.producers).await?;
+    for (role, conns) in [
+        (Role::Consumer, &consumer_conns),
+        (Role::Producer, &producer_conns),
+    ] {
+        for conn in conns {
+            let conn = conn.clone();
+            stats.add_source(role, Box::new(move || conn.metrics()));
+        }
+    }
     let mut tasks = Vec::new();
     for i in 0..args.consumers {
         let channel = consumer_conns[i % consumer_conns.len()]
@@ -204,7 +213,6 @@ async fn produce(
                 plan.body(stats),
             )
             .await?;
-        stats.sent.fetch_add(1, Relaxed);
         n += 1;
         if let Some(window) = window {
             pending.push_back(confirm);
@@ -220,8 +228,8 @@ async fn produce(
     Ok(())
 }
 
-fn settle(confirmation: Confirmation, stats: &Stats) -> Result<(), Error> {
-    super::count_confirmation(&confirmation, stats)
+fn settle(confirmation: Confirmation, _stats: &Stats) -> Result<(), Error> {
+    super::check_confirmation(&confirmation)
 }
 
 async fn consume(

@@ -11,7 +11,7 @@ use amqp_blocking::{
     Connection, Consumer, Error, FieldTable, PublishConfirm, QueueDeleteOptions,
 };
 
-use super::{Plan, Stats};
+use super::{Plan, Role, Stats};
 use crate::error::CliError;
 
 pub fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
@@ -20,6 +20,15 @@ pub fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> Result<(), CliError> {
     let args = &plan.args;
     let consumer_conns = connect_n(&plan, args.consumer_connections, args.consumers)?;
     let producer_conns = connect_n(&plan, args.producer_connections, args.producers)?;
+    for (role, conns) in [
+        (Role::Consumer, &consumer_conns),
+        (Role::Producer, &producer_conns),
+    ] {
+        for conn in conns {
+            let conn = conn.clone();
+            stats.add_source(role, Box::new(move || conn.metrics()));
+        }
+    }
     let mut threads = Vec::new();
     for i in 0..args.consumers {
         let channel = consumer_conns[i % consumer_conns.len()].open_channel()?;
@@ -128,18 +137,17 @@ fn produce(channel: &Channel, plan: &Plan, stats: &Stats) -> Result<(), Error> {
             &plan.properties,
             plan.body(stats),
         )?;
-        stats.sent.fetch_add(1, Relaxed);
         n += 1;
         if let Some(window) = window {
             pending.push_back(confirm);
             while pending.len() >= window.max(1) {
                 let front = pending.pop_front().expect("not empty");
-                super::count_confirmation(&front.wait(), stats)?;
+                super::check_confirmation(&front.wait())?;
             }
         }
     }
     while let Some(confirm) = pending.pop_front() {
-        super::count_confirmation(&confirm.wait(), stats)?;
+        super::check_confirmation(&confirm.wait())?;
     }
     Ok(())
 }

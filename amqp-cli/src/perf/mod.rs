@@ -32,7 +32,7 @@ use clap::{Args, ValueEnum};
 use crate::error::CliError;
 use crate::sink;
 pub use report::Summary;
-pub use stats::{Counts, Latency, Stats};
+pub use stats::{Counts, Latency, Role, Stats};
 
 /// Which adapter the run goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,25 +295,11 @@ impl Pacer {
     }
 }
 
-/// Counts one publisher confirm; a lost confirm (the channel or connection closed) is the
-/// run's error.
-fn count_confirmation(
-    confirmation: &amqp_client::Confirmation,
-    stats: &Stats,
-) -> Result<(), amqp_client::Error> {
-    use amqp_client::Confirmation;
-    if confirmation.returned().is_some() {
-        stats.returned.fetch_add(1, Relaxed);
-    }
+/// Checks one publisher confirm: a lost confirm (the channel or connection closed) is the
+/// run's error. (The connection counts acks, nacks and returns itself.)
+fn check_confirmation(confirmation: &amqp_client::Confirmation) -> Result<(), amqp_client::Error> {
     match confirmation {
-        Confirmation::Ack(_) => {
-            stats.confirmed.fetch_add(1, Relaxed);
-        }
-        Confirmation::Nack(_) => {
-            stats.nacked.fetch_add(1, Relaxed);
-        }
-        Confirmation::Lost(e) => return Err(e.clone()),
-        Confirmation::NotRequested => {}
+        amqp_client::Confirmation::Lost(e) => Err(e.clone()),
+        _ => Ok(()),
     }
-    Ok(())
 }

@@ -4,20 +4,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use amqp_client::Metrics;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Counters and latency histograms of one run. Producers and consumers update them; the
-/// reporter reads them once a second.
-#[derive(Debug)]
+/// What one run measures. Message counts are the connections' own counters
+/// (`Connection::metrics`), summed: publishes, confirms and returns from the producers'
+/// connections, deliveries from the consumers'. Latency is measured here, from the send time
+/// stamped in each body.
 pub struct Stats {
     /// Time zero of the run; bodies carry nanoseconds since it.
     pub epoch: Instant,
-    pub sent: AtomicU64,
-    pub confirmed: AtomicU64,
-    pub nacked: AtomicU64,
-    pub returned: AtomicU64,
-    pub received: AtomicU64,
+    /// The connections' metrics, by role.
+    sources: Mutex<Vec<(Role, MetricsSource)>>,
     /// Set by Ctrl-C or the end of the run's duration: producers stop publishing.
     pub stop: AtomicBool,
     /// Set by a second Ctrl-C: consumers stop without draining.
@@ -44,11 +43,7 @@ impl Stats {
     pub fn new(producers: usize) -> Self {
         Stats {
             epoch: Instant::now(),
-            sent: AtomicU64::new(0),
-            confirmed: AtomicU64::new(0),
-            nacked: AtomicU64::new(0),
-            returned: AtomicU64::new(0),
-            received: AtomicU64::new(0),
+            sources: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
@@ -66,7 +61,6 @@ impl Stats {
     /// Records a delivery whose body starts with the send time (nanoseconds since `epoch`).
     pub fn record_delivery(&self, body: &[u8]) {
         let now = self.now_nanos();
-        self.received.fetch_add(1, Relaxed);
         self.last_delivery.store(now, Relaxed);
         if let Some(stamp) = body.get(..8) {
             let sent = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
@@ -88,10 +82,9 @@ impl Stats {
         if self.producers_running.load(Relaxed) > 0 {
             return false;
         }
-        let expected = self.sent.load(Relaxed)
-            - self.nacked.load(Relaxed).min(self.sent.load(Relaxed))
-            - self.returned.load(Relaxed).min(self.sent.load(Relaxed));
-        if self.received.load(Relaxed) >= expected {
+        let c = self.counts();
+        let expected = c.sent.saturating_sub(c.nacked).saturating_sub(c.returned);
+        if c.received >= expected {
             return true;
         }
         let idle = self.now_nanos() - self.last_delivery.load(Relaxed);
@@ -112,20 +105,43 @@ impl Stats {
         Latency::of(&lock(&self.total))
     }
 
+    /// Registers a connection whose counters make up the run's figures.
+    pub fn add_source(&self, role: Role, source: MetricsSource) {
+        lock(&self.sources).push((role, source));
+    }
+
+    /// The run's counts so far, from its connections' metrics.
     pub fn counts(&self) -> Counts {
-        Counts {
-            sent: self.sent.load(Relaxed),
-            confirmed: self.confirmed.load(Relaxed),
-            nacked: self.nacked.load(Relaxed),
-            returned: self.returned.load(Relaxed),
-            received: self.received.load(Relaxed),
+        let mut c = Counts::default();
+        for (role, source) in lock(&self.sources).iter() {
+            let m = source();
+            match role {
+                Role::Producer => {
+                    c.sent += m.publishes;
+                    c.confirmed += m.confirms_acked;
+                    c.nacked += m.confirms_nacked;
+                    c.returned += m.returns;
+                }
+                Role::Consumer => c.received += m.deliveries,
+            }
         }
+        c
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Which figures a connection contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    Consumer,
+}
+
+/// Reads one connection's counters.
+pub type MetricsSource = Box<dyn Fn() -> Metrics + Send + Sync>;
 
 /// Message counts since the start of the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
