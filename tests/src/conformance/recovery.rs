@@ -36,6 +36,8 @@ const NAME: &str = "amqp-rs-recovery-scenario";
 /// What the client side reports to the test thread.
 #[derive(Debug)]
 enum Report {
+    /// The connection was lost and recovery began.
+    Started,
     Recovered(Duration),
     Done {
         confirmed: BTreeSet<u64>,
@@ -78,9 +80,12 @@ pub fn faults_are_recovered(runtime: Arc<dyn Runtime>) {
             }));
         })
     };
-    let wait_recovered = |what: &str| match rx.recv_timeout(RECOVERY_LIMIT) {
-        Ok(Report::Recovered(took)) => eprintln!("recovered from {what} in {took:?}"),
-        other => panic!("no recovery from {what}: {other:?}"),
+    let wait_recovered = |what: &str| loop {
+        match rx.recv_timeout(RECOVERY_LIMIT) {
+            Ok(Report::Started) => {}
+            Ok(Report::Recovered(took)) => break eprintln!("recovered from {what} in {took:?}"),
+            other => panic!("no recovery from {what}: {other:?}"),
+        }
     };
     // Let traffic flow first.
     std::thread::sleep(Duration::from_millis(500));
@@ -106,7 +111,10 @@ pub fn faults_are_recovered(runtime: Arc<dyn Runtime>) {
 
     // A silent link: missed heartbeats (2 s) end it, then the proxy cuts it for good.
     proxy.stall();
-    std::thread::sleep(Duration::from_secs(5));
+    match rx.recv_timeout(RECOVERY_LIMIT) {
+        Ok(Report::Started) => {}
+        other => panic!("a stalled link went unnoticed: {other:?}"),
+    }
     proxy.cut();
     wait_recovered("a stalled then cut link");
 
@@ -191,9 +199,14 @@ async fn client(
         let tx = tx.clone();
         runtime.spawn(Box::pin(async move {
             while let Some(event) = events.next().await {
-                if let ConnectionEvent::Recovery(Event::Recovered { took, .. }) = event {
-                    let _ = tx.send(Report::Recovered(took));
-                }
+                let report = match event {
+                    ConnectionEvent::Recovery(Event::RecoveryStarted { .. }) => Report::Started,
+                    ConnectionEvent::Recovery(Event::Recovered { took, .. }) => {
+                        Report::Recovered(took)
+                    }
+                    _ => continue,
+                };
+                let _ = tx.send(report);
             }
         }));
     }
