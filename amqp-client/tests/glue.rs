@@ -364,6 +364,16 @@ impl Everything {
         assert_eq!(again.expect_ready().unwrap_err(), *why);
     }
 
+    /// The pending request failed with an error of `kind`, and so did every other waiter;
+    /// the connection reports it as why it ended.
+    #[track_caller]
+    fn all_failed_as_the_request(&mut self, kind: ErrorKind) {
+        let why = self.request.expect_ready().unwrap_err();
+        assert_eq!(why.kind(), kind, "{why}");
+        self.request = Task::spawn(std::future::ready(Err(why.clone())));
+        self.all_failed(&why, Some(why.clone()));
+    }
+
     /// Every waiter, channel and connection, failed with `why`; the connection reports `closed`.
     #[track_caller]
     fn all_failed(&mut self, why: &Error, closed: Option<Error>) {
@@ -430,10 +440,7 @@ fn the_broker_closing_the_connection_fails_every_handle() {
 fn end_of_stream_fails_every_handle() {
     let (mut pair, mut all) = everything();
     pair.peer_eof();
-    let why = all.request.expect_ready().unwrap_err();
-    assert_eq!(why.kind(), ErrorKind::ConnectionBroken);
-    all.request = Task::spawn(std::future::ready(Err(why.clone())));
-    all.all_failed(&why, Some(why.clone()));
+    all.all_failed_as_the_request(ErrorKind::ConnectionBroken);
     assert!(pair.driver_finished());
 }
 
@@ -441,10 +448,7 @@ fn end_of_stream_fails_every_handle() {
 fn a_transport_error_fails_every_handle() {
     let (mut pair, mut all) = everything();
     pair.fail_stream(io::ErrorKind::ConnectionReset);
-    let why = all.request.expect_ready().unwrap_err();
-    assert_eq!(why.kind(), ErrorKind::ConnectionBroken);
-    all.request = Task::spawn(std::future::ready(Err(why.clone())));
-    all.all_failed(&why, Some(why.clone()));
+    all.all_failed_as_the_request(ErrorKind::ConnectionBroken);
     assert!(pair.driver_finished());
 }
 
@@ -457,10 +461,7 @@ fn a_silent_broker_is_declared_dead_on_the_fake_clock() {
     assert!(matches!(pair.next_frame(), Some(Frame::Heartbeat)));
     all.request.expect_pending();
     pair.advance(Duration::from_secs(120));
-    let why = all.request.expect_ready().unwrap_err();
-    assert_eq!(why.kind(), ErrorKind::HeartbeatTimeout);
-    all.request = Task::spawn(std::future::ready(Err(why.clone())));
-    all.all_failed(&why, Some(why.clone()));
+    all.all_failed_as_the_request(ErrorKind::HeartbeatTimeout);
 }
 
 #[test]
@@ -485,10 +486,7 @@ fn closing_the_connection_fails_every_handle_and_finishes_the_driver() {
 fn a_stopped_driver_fails_every_handle() {
     let (mut pair, mut all) = everything();
     pair.drop_driver();
-    let why = all.request.expect_ready().unwrap_err();
-    assert_eq!(why.kind(), ErrorKind::ConnectionBroken);
-    all.request = Task::spawn(std::future::ready(Err(why.clone())));
-    all.all_failed(&why, Some(why.clone()));
+    all.all_failed_as_the_request(ErrorKind::ConnectionBroken);
 }
 
 #[test]

@@ -29,12 +29,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use amqp_client::{Channel, Connection, Driver, Timer, Transport, start_connection};
-use amqp_proto::{
-    ChannelOpenOk, ConnectionConfig, ConnectionOpenOk, ConnectionTune, Frame, Method,
-};
+use amqp_proto::{ChannelOpenOk, ConnectionConfig, ConnectionTune, Frame, Method};
 use bytes::BytesMut;
 
-use crate::peer::{Published, ScriptedPeer, rabbitmq_start};
+use crate::peer::{Published, Script, ScriptedPeer, play_handshake};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -354,22 +352,14 @@ impl ClientPair {
     #[track_caller]
     pub fn connected_with(config: ConnectionConfig) -> (Self, Connection) {
         let (mut pair, mut connecting) = Self::start(config);
-        pair.send_method(0, rabbitmq_start());
-        assert!(matches!(
-            pair.expect_method(0),
-            Method::ConnectionStartOk(_)
-        ));
-        pair.send_method(
-            0,
+        play_handshake(
+            &mut pair,
             ConnectionTune {
                 channel_max: 2047,
                 frame_max: 131_072,
                 heartbeat: 60,
             },
         );
-        assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
-        assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
-        pair.send_method(0, ConnectionOpenOk::default());
         let conn = connecting.expect_ready().expect("handshake");
         (pair, conn)
     }
@@ -556,6 +546,16 @@ impl ClientPair {
             reads: link.reads,
             writes: link.writes,
         }
+    }
+}
+
+impl Script for ClientPair {
+    fn send(&mut self, channel: u16, method: Method) {
+        self.send_method(channel, method);
+    }
+
+    fn expect(&mut self, channel: u16) -> Method {
+        self.expect_method(channel)
     }
 }
 

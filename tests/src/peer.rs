@@ -209,6 +209,49 @@ impl Published {
     }
 }
 
+/// The broker's side of a conversation, as [`Pair`] and [`crate::client::ClientPair`] both
+/// script it.
+pub trait Script {
+    /// Sends a method to the client and lets it handle it.
+    fn send(&mut self, channel: u16, method: Method);
+    /// The next frame the client sent, which must be a method on `channel`.
+    fn expect(&mut self, channel: u16) -> Method;
+}
+
+impl Script for Pair {
+    fn send(&mut self, channel: u16, method: Method) {
+        self.send_method(channel, method);
+    }
+
+    fn expect(&mut self, channel: u16) -> Method {
+        self.expect_method(channel)
+    }
+}
+
+/// Plays the broker's side of the handshake: RabbitMQ's `connection.start`, `tune`, and
+/// `open-ok`, checking the client's answers.
+///
+/// # Panics
+/// If the client answers anything else.
+#[track_caller]
+pub fn play_handshake(script: &mut impl Script, tune: ConnectionTune) {
+    script.send(0, rabbitmq_start().into());
+    match script.expect(0) {
+        Method::ConnectionStartOk(_) => {}
+        other => panic!("expected start-ok, got {other:?}"),
+    }
+    script.send(0, tune.into());
+    match script.expect(0) {
+        Method::ConnectionTuneOk(_) => {}
+        other => panic!("expected tune-ok, got {other:?}"),
+    }
+    match script.expect(0) {
+        Method::ConnectionOpen(_) => {}
+        other => panic!("expected open, got {other:?}"),
+    }
+    script.send(0, ConnectionOpenOk::default().into());
+}
+
 /// A client [`Connection`] and a [`ScriptedPeer`] wired together in memory, with a fake clock.
 #[derive(Debug)]
 pub struct Pair {
@@ -277,28 +320,14 @@ impl Pair {
         heartbeat: u16,
     ) -> Self {
         let mut pair = Pair::new(config);
-        pair.send_method(0, rabbitmq_start());
-        match pair.expect_method(0) {
-            Method::ConnectionStartOk(_) => {}
-            other => panic!("expected start-ok, got {other:?}"),
-        }
-        pair.send_method(
-            0,
+        play_handshake(
+            &mut pair,
             ConnectionTune {
                 channel_max,
                 frame_max,
                 heartbeat,
             },
         );
-        match pair.expect_method(0) {
-            Method::ConnectionTuneOk(_) => {}
-            other => panic!("expected tune-ok, got {other:?}"),
-        }
-        match pair.expect_method(0) {
-            Method::ConnectionOpen(_) => {}
-            other => panic!("expected open, got {other:?}"),
-        }
-        pair.send_method(0, ConnectionOpenOk::default());
         match pair.next_event() {
             Some(Event::Connected { .. }) => {}
             other => panic!("expected Connected, got {other:?}"),
