@@ -102,7 +102,7 @@ check_no_outside_paths() {
 # crate a second time; the workspace build above already compiled these sources.
 check_packaging() {
     cargo package --workspace --no-verify --allow-dirty --quiet
-    echo "every crate packages: $(ls target/package/*.crate | xargs -n1 basename | tr '\n' ' ')"
+    echo "every crate packages: $(cd "${CARGO_TARGET_DIR:-target}/package" && ls -- *.crate | tr '\n' ' ')"
 }
 
 # The minimum supported Rust version: stated once (workspace rust-version), inherited by every

@@ -275,7 +275,8 @@ impl Channel {
         /// Publishes a message. Blocks while the broker blocks the connection, pauses the
         /// channel, or the output queue is above its high-water mark; returns once the message
         /// is queued for sending. In confirm mode, [`PublishConfirm::wait`] then gives the
-        /// broker's answer.
+        /// broker's answer. `body` is any [`IntoBody`]: `Bytes`, `Vec<u8>` or `String` as
+        /// they are, borrowed `&[u8]` or `&str` copied once.
         wait fn basic_publish(&self, exchange: &str, routing_key: &str,
             options: BasicPublishOptions, properties: &BasicProperties, body: impl IntoBody)
             -> Result<PublishConfirm, Error> => PublishConfirm::new;
@@ -418,8 +419,9 @@ impl PublishConfirm {
 }
 
 /// The deliveries of one consumer: an iterator of `Result<Delivery, Error>` that blocks for
-/// the next one, or [`recv_timeout`](Self::recv_timeout) through a shared reference (so one
-/// consumer can be polled from a struct field or by several threads in turn). See
+/// the next one, or [`recv`](Self::recv) / [`recv_timeout`](Self::recv_timeout) through a
+/// shared reference (a struct field, an `Arc`). One receive at a time: a receive called while
+/// another thread's is blocked waits for that one to return first. See
 /// [`amqp_client::Consumer`] for when it ends; dropping it cancels the consumer.
 ///
 /// ```no_run
