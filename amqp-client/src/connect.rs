@@ -13,10 +13,11 @@ use amqp_proto::uri::AmqpUri;
 use tracing::Instrument;
 
 use crate::connection::{Connection, connection_span, start_connection};
-use crate::driver::{Dialer, Dialing, Driver, Timer, Transport};
+use crate::driver::{Dialer, Dialing, Driver};
 use crate::error::ConnectError;
 #[cfg(feature = "tls")]
 use crate::error::TlsError;
+use crate::io::{Timer, Transport};
 #[cfg(feature = "tls")]
 use crate::tls::{MaybeTls, TlsClient};
 

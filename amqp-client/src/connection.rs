@@ -12,8 +12,9 @@ use proto::uri::AmqpUri;
 use proto::{ConnectionConfig, Error, FieldTable, Misuse, Tuning};
 
 use crate::channel::Channel;
-use crate::driver::{Driver, Timer, Transport};
+use crate::driver::Driver;
 use crate::handle::{ConnHandle, WaitReply, recovered, start_request};
+use crate::io::{Timer, Transport};
 use crate::shared::{ConnectionEvent, IoCounters, ReqKind, Shared, SharedRef, Subscriber};
 use crate::util::{lock, register};
 

@@ -15,43 +15,9 @@ use smallvec::SmallVec;
 
 use amqp_proto::recovery::Endpoint;
 
+use crate::io::{Timer, Transport};
 use crate::shared::SharedRef;
 use crate::util::lock;
-
-/// A connected byte stream, as the runtime adapters provide it. Kept minimal so that each
-/// runtime can use its fastest path (e.g. tokio's readiness + `try_read_buf`).
-pub trait Transport: Send + Unpin + 'static {
-    /// Reads into the spare capacity of `buf` (appending; `buf` always has room). `Ok(0)`
-    /// means end of stream.
-    fn poll_read_buf(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>>;
-
-    /// Writes from `bufs` in order, returning how many bytes went out.
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
-
-    /// Flushes buffered output (a no-op for plain TCP).
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-
-    /// Shuts the write side down.
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-/// The runtime's clock and timer: the only clock the client reads (so a test can run it on
-/// fake time).
-pub trait Timer: Send + Sync + Unpin + 'static {
-    /// The current time.
-    fn now(&self) -> Instant;
-
-    /// A future that completes at `deadline` (at once if it has passed).
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-}
 
 /// Room made in the read buffer before a read, when less than [`READ_MIN`] is left.
 const READ_RESERVE: usize = 64 * 1024;

@@ -63,6 +63,7 @@ mod consumer;
 mod driver;
 mod error;
 mod handle;
+mod io;
 #[cfg(feature = "metrics")]
 mod metrics_export;
 mod options;
@@ -78,8 +79,9 @@ pub use connect::connect_with_tls_transport;
 pub use connect::{ConnectOptions, IntoConnectOptions, connect_with_transport};
 pub use connection::{Connecting, Connection, Events, start_connection};
 pub use consumer::{Consumer, Delivery};
-pub use driver::{Driver, Timer, Transport};
+pub use driver::Driver;
 pub use error::{ConnectError, TlsError, TlsErrorKind};
+pub use io::{Timer, Transport};
 pub use options::{
     BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,

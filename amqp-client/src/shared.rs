@@ -21,7 +21,7 @@ use proto::{
 use smallvec::SmallVec;
 
 use crate::confirms::Confirms;
-use crate::driver::Timer;
+use crate::io::Timer;
 use crate::util::{Map, set_waker, wake_all};
 
 /// What happens to the connection as a whole, as seen by [`Connection::events`].

@@ -56,8 +56,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::driver::Transport;
 use crate::error::{TlsError, TlsErrorKind};
+use crate::io::Transport;
 
 pub use rustls;
 
