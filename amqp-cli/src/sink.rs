@@ -29,6 +29,11 @@ use tokio::sync::Notify;
 const FRAME_MAX: u32 = 131_072;
 /// Deliveries written per turn before the connection reads again (keeps acks flowing).
 const DELIVERY_BATCH: usize = 512;
+/// Messages queued (all queues) above which publishing connections stop being read, and
+/// below which they are read again: RabbitMQ's credit flow in miniature, so that publishers
+/// cannot outrun consumers without bound and a run measures the whole loop.
+const BACKLOG_HIGH: usize = 20_000;
+const BACKLOG_LOW: usize = 10_000;
 
 /// A running sink; [`SinkHandle::stop`] ends it.
 #[derive(Debug)]
@@ -117,11 +122,15 @@ struct Broker {
     state: Mutex<BrokerState>,
     /// Wakes consumer connections when a message is queued.
     published: Notify,
+    /// Wakes throttled publishers when the backlog falls below [`BACKLOG_LOW`].
+    drained: Notify,
 }
 
 #[derive(Debug, Default)]
 struct BrokerState {
     queues: HashMap<String, VecDeque<Message>>,
+    /// Messages in all queues.
+    backlog: usize,
     /// (exchange, routing key) -> queues.
     bindings: HashMap<(String, String), Vec<String>>,
     next_name: u64,
@@ -133,6 +142,7 @@ impl BrokerState {
             return match self.queues.get_mut(routing_key) {
                 Some(q) => {
                     q.push_back(message);
+                    self.backlog += 1;
                     true
                 }
                 None => false,
@@ -148,6 +158,7 @@ impl BrokerState {
         for name in targets {
             if let Some(q) = self.queues.get_mut(name) {
                 q.push_back(message.clone());
+                self.backlog += 1;
                 routed = true;
             }
         }
@@ -180,6 +191,8 @@ struct Session {
     out: Transmit,
     channels: HashMap<u16, ChannelState>,
     closing: bool,
+    /// This connection has published: it is throttled while the backlog is high.
+    publisher: bool,
 }
 
 async fn serve(mut socket: TcpStream, broker: Arc<Broker>) {
@@ -188,6 +201,7 @@ async fn serve(mut socket: TcpStream, broker: Arc<Broker>) {
         out: Transmit::default(),
         channels: HashMap::new(),
         closing: false,
+        publisher: false,
     };
     let mut input = BytesMut::with_capacity(256 * 1024);
     let mut decoder = FrameDecoder::new(FRAME_MAX);
@@ -209,12 +223,17 @@ async fn serve(mut socket: TcpStream, broker: Arc<Broker>) {
         let notified = broker.published.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let drained = broker.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
         let delivered_all = session.deliver();
+        let throttled =
+            session.publisher && broker.state.lock().expect("sink state").backlog >= BACKLOG_HIGH;
         if flush(&mut socket, &mut session.out).await.is_err() || session.closing {
             return;
         }
         tokio::select! {
-            read = socket.read_buf(&mut input) => match read {
+            read = socket.read_buf(&mut input), if !throttled => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => loop {
                     match decoder.decode(&mut input) {
@@ -225,6 +244,7 @@ async fn serve(mut socket: TcpStream, broker: Arc<Broker>) {
                 },
             },
             _ = &mut notified, if delivered_all => {}
+            _ = &mut drained, if throttled => {}
             // More deliveries were waiting than one batch: go round again.
             _ = std::future::ready(()), if !delivered_all => {}
         }
@@ -313,6 +333,7 @@ impl Session {
         };
         state.published += 1;
         let tag = state.published;
+        self.publisher = true;
         let confirms = state.confirms;
         let message = Message {
             exchange: incoming.publish.exchange.clone(),
@@ -439,6 +460,7 @@ impl Session {
                     .queues
                     .get_mut(m.queue.as_str())
                     .map_or(0, |q| std::mem::take(q).len());
+                broker.backlog -= n;
                 drop(broker);
                 if !m.no_wait {
                     self.send(
@@ -455,6 +477,7 @@ impl Session {
                     .queues
                     .remove(m.queue.as_str())
                     .map_or(0, |q| q.len());
+                broker.backlog -= n;
                 drop(broker);
                 if !m.no_wait {
                     self.send(
@@ -519,10 +542,14 @@ impl Session {
     fn get(&mut self, ch: u16, queue: &str, no_ack: bool) {
         let message = {
             let mut broker = self.broker.state.lock().expect("sink state");
-            broker.queues.get_mut(queue).map(|q| {
+            let popped = broker.queues.get_mut(queue).map(|q| {
                 let m = q.pop_front();
                 (m, q.len())
-            })
+            });
+            if let Some((Some(_), _)) = &popped {
+                broker.backlog -= 1;
+            }
+            popped
         };
         match message {
             Some((Some(message), left)) => {
@@ -562,7 +589,8 @@ impl Session {
     fn deliver(&mut self) -> bool {
         let mut budget = DELIVERY_BATCH;
         let broker = self.broker.clone();
-        let mut state = broker.state.lock().expect("sink state");
+        let mut guard = broker.state.lock().expect("sink state");
+        let state = &mut *guard;
         for (&ch, c) in self.channels.iter_mut() {
             for (tag, queue, no_ack) in &c.consumers {
                 let Some(q) = state.queues.get_mut(queue) else {
@@ -575,6 +603,7 @@ impl Session {
                     let Some(message) = q.pop_front() else {
                         break;
                     };
+                    state.backlog -= 1;
                     budget -= 1;
                     c.next_delivery += 1;
                     if !*no_ack {
@@ -596,6 +625,9 @@ impl Session {
                     );
                 }
             }
+        }
+        if state.backlog < BACKLOG_LOW {
+            self.broker.drained.notify_waiters();
         }
         budget > 0
     }
