@@ -437,10 +437,36 @@ fn close_403_during_login_is_an_authentication_error() {
     }
 }
 
+/// The scripted peer announces `authentication_failure_close`, as RabbitMQ does: such a broker
+/// refuses a login with `connection.close`, so an EOF during login is a broken connection (a
+/// crash or a restart), not wrong credentials, and recovery may retry it.
 #[test]
-fn eof_during_login_is_an_authentication_error() {
+fn eof_during_login_after_auth_failure_close_is_an_unexpected_eof() {
     let mut pair = Pair::new(ConnectionConfig::default());
     start_ok(&mut pair);
+    pair.client.handle_eof(pair.now);
+    assert!(matches!(
+        pair.expect_closed(),
+        Some(Error::UnexpectedEof { .. })
+    ));
+}
+
+/// A broker that does not announce `authentication_failure_close` (older RabbitMQ) refuses a
+/// login by hanging up: then the EOF is reported as an authentication failure.
+#[test]
+fn eof_during_login_without_auth_failure_close_is_an_authentication_error() {
+    let mut pair = Pair::new(ConnectionConfig::default());
+    pair.send_method(
+        0,
+        ConnectionStart {
+            server_properties: amqp_proto::FieldTable::new().with("product", "RabbitMQ"),
+            ..rabbitmq_start()
+        },
+    );
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionStartOk(_)
+    ));
     pair.client.handle_eof(pair.now);
     assert!(matches!(
         pair.expect_closed(),
