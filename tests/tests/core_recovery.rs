@@ -535,3 +535,110 @@ fn unconfirmed_publishes_resolve_as_lost_and_requests_fail_with_the_cause() {
         }
     ));
 }
+
+#[test]
+fn at_least_once_republishes_in_order_and_resolves_with_the_new_acks() {
+    let mut config = recovery(None);
+    config.republish_unconfirmed = true;
+    let mut pair = Pair::connected_with(
+        ConnectionConfig::default().with_recovery(config),
+        2047,
+        131_072,
+        60,
+    );
+    let ch = pair.open_channel();
+    pair.select_confirms(ch);
+    for (body, tag) in [(&b"one"[..], 1), (b"two", 2), (b"three", 3)] {
+        assert_eq!(pair.publish(ch, body, false), Some(DeliveryTag(tag)));
+    }
+    pair.send_method(
+        ch.0,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert!(matches!(
+        pair.expect_event(),
+        Event::Confirmed {
+            tag: DeliveryTag(1),
+            outcome: Confirmation::Ack(_),
+            ..
+        }
+    ));
+
+    let events = lose_transport(&mut pair);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Confirmed { .. })),
+        "kept publishes are not lost: {events:?}"
+    );
+    redial(&mut pair, Duration::from_secs(1), "node-b");
+    assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
+    pair.send_method(1, ChannelOpenOk::default());
+    assert!(matches!(pair.expect_method(1), Method::ConfirmSelect(_)));
+    pair.send_method(1, ConfirmSelectOk {});
+    assert!(matches!(pair.expect_event(), Event::Recovered { .. }));
+    // The two unconfirmed publishes go out again, in order, before anything new.
+    assert_eq!(pair.expect_published(1).body, b"two");
+    assert_eq!(pair.expect_published(1).body, b"three");
+    assert_eq!(pair.publish(ch, b"four", false), Some(DeliveryTag(4)));
+    // The new broker numbers them 1, 2, 3: its acks resolve the original tags.
+    pair.send_method(
+        ch.0,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    let acked: Vec<_> = pair
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Confirmed {
+                tag,
+                outcome: Confirmation::Ack(_),
+                ..
+            } => Some(tag.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [2, 3]);
+    pair.send_method(
+        ch.0,
+        BasicAck {
+            delivery_tag: 3,
+            multiple: false,
+        },
+    );
+    assert!(matches!(
+        pair.expect_event(),
+        Event::Confirmed {
+            tag: DeliveryTag(4),
+            outcome: Confirmation::Ack(_),
+            ..
+        }
+    ));
+
+    // Kept publishes go when the channel does: a close fails them as lost, never left pending.
+    assert_eq!(pair.publish(ch, b"five", false), Some(DeliveryTag(5)));
+    let now = pair.now;
+    pair.client.handle_eof(now);
+    pair.pump();
+    let _ = pair.drain_events();
+    pair.advance(Duration::from_secs(1));
+    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
+    let now = pair.now;
+    pair.client.close(now, "bye").unwrap();
+    let events = pair.drain_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Confirmed {
+                tag: DeliveryTag(5),
+                outcome: Confirmation::Lost(_),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}

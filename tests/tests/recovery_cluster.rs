@@ -38,6 +38,7 @@ fn a_stopped_node_fails_over_without_losing_confirmed_messages() {
             ..Backoff::default()
         },
         endpoints,
+        republish_unconfirmed: true,
         ..RecoveryConfig::default()
     });
 

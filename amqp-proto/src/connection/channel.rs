@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::event::{DeliveryTag, RequestId, ReturnedMessage};
 use super::recovery::TagEpoch;
 use crate::properties::BasicProperties;
-use crate::spec::{BasicDeliver, BasicGetOk, BasicReturn, Method};
+use crate::spec::{BasicDeliver, BasicGetOk, BasicPublish, BasicReturn, Method};
 use crate::types::ShortString;
 
 /// A synchronous request waiting for its reply.
@@ -200,6 +200,9 @@ pub(super) struct Confirms {
     /// Added to the broker's sequence numbers: after a recovery the broker counts from 1
     /// again, while the tags this client hands out go on from where they were.
     offset: u64,
+    /// After a recovery with at-least-once publishing: the tags of the messages published
+    /// again, which the broker numbers 1, 2, ... on the new connection.
+    republished: Vec<u64>,
 }
 
 impl Default for Confirms {
@@ -209,8 +212,20 @@ impl Default for Confirms {
             window: VecDeque::new(),
             returns: VecDeque::new(),
             offset: 0,
+            republished: Vec::new(),
         }
     }
+}
+
+/// A publish kept until the broker confirms it, to be published again after a recovery
+/// (at-least-once mode). The body is a reference, not a copy.
+#[derive(Debug, Clone)]
+pub(super) struct Unconfirmed {
+    /// The tag its confirmation carries.
+    pub(super) tag: u64,
+    pub(super) publish: BasicPublish,
+    pub(super) properties: BasicProperties,
+    pub(super) body: Bytes,
 }
 
 /// The publishes one confirm covers, each with the return held for it, if any.
@@ -218,9 +233,30 @@ pub(super) type Resolved = SmallVec<[(u64, Option<ReturnedMessage>); 1]>;
 
 impl Confirms {
     pub(super) fn publish(&mut self, mandatory: bool) -> DeliveryTag {
-        let tag = self.base + self.window.len() as u64;
+        let seq = self.base + self.window.len() as u64;
         self.window.push_back(Some(mandatory));
-        DeliveryTag(self.offset + tag)
+        DeliveryTag(self.client_tag(seq))
+    }
+
+    /// Publishes again, after a recovery, a message first published as `tag`: its
+    /// confirmation from the new broker resolves `tag`. Only before any new publish.
+    pub(super) fn republish(&mut self, tag: u64, mandatory: bool) {
+        self.window.push_back(Some(mandatory));
+        self.republished.push(tag);
+        // New publishes still go on after the last tag handed out.
+        self.offset = self.offset.saturating_sub(1);
+    }
+
+    /// The tag this client handed out for the broker's sequence number `seq`.
+    fn client_tag(&self, seq: u64) -> u64 {
+        let republished = usize::try_from(seq)
+            .ok()
+            .and_then(|s| s.checked_sub(1))
+            .and_then(|i| self.republished.get(i));
+        match republished {
+            Some(&tag) => tag,
+            None => self.offset + seq,
+        }
     }
 
     /// Confirms for a new connection (after a recovery): the broker numbers from 1, the tags
@@ -234,12 +270,12 @@ impl Confirms {
 
     /// Tags still waiting for a confirm, in order.
     pub(super) fn outstanding(&self) -> impl Iterator<Item = u64> + '_ {
-        let base = self.offset + self.base;
+        let base = self.base;
         self.window
             .iter()
             .enumerate()
             .filter(|(_, slot)| slot.is_some())
-            .map(move |(i, _)| base + i as u64)
+            .map(move |(i, _)| self.client_tag(base + i as u64))
     }
 
     /// Removes the publishes a confirm covers and pairs held returns with them.
@@ -263,7 +299,7 @@ impl Confirms {
                     if pairing && is_mandatory {
                         mandatory.push(out.len());
                     }
-                    out.push((self.offset + self.base, None));
+                    out.push((self.client_tag(self.base), None));
                 }
                 self.base += 1;
             }
@@ -275,7 +311,7 @@ impl Confirms {
                 if pairing && is_mandatory {
                     mandatory.push(out.len());
                 }
-                out.push((self.offset + tag, None));
+                out.push((self.client_tag(tag), None));
             }
         }
         // Slots confirmed out of order earlier may now lead the window.
@@ -316,6 +352,8 @@ pub(super) struct OpenChannel {
     pub(super) flow_active: bool,
     /// Delivery tags as shown to the application, unique across recoveries.
     pub(super) tags: TagEpoch,
+    /// At-least-once mode: publishes not yet confirmed, oldest first.
+    pub(super) kept: VecDeque<Unconfirmed>,
 }
 
 impl Default for OpenChannel {
@@ -327,6 +365,7 @@ impl Default for OpenChannel {
             confirms: None,
             flow_active: true,
             tags: TagEpoch::default(),
+            kept: VecDeque::new(),
         }
     }
 }

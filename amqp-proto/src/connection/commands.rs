@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::channel::{Channel, Confirms, Pending};
+use super::channel::{Channel, Confirms, Pending, Unconfirmed};
 use super::options::*;
 use super::{
     ChannelId, CloseCause, CloseReason, Connection, ConsumerEnd, DeliveryTag, Error, Event,
@@ -418,6 +418,8 @@ impl Connection {
         let blocked = self.blocked.is_some();
         let backpressured = self.is_backpressured();
         let frame_max = self.tuning.frame_max;
+        let at_least_once =
+            (self.config.recovery.as_ref()).is_some_and(|r| r.republish_unconfirmed);
         let c = self.open_channel_mut(ch)?;
         if blocked {
             return Err(Error::WouldBlock(WouldBlock::ConnectionBlocked));
@@ -435,10 +437,23 @@ impl Connection {
             mandatory: options.mandatory,
             immediate: options.immediate,
         };
+        let keep = at_least_once && c.confirms.is_some();
+        let kept = keep.then(|| m.clone());
         self.transmit
             .push_content(ch.0, &m.into(), properties, body, frame_max)?;
         let tag = match self.channels.get_mut(&ch.0) {
-            Some(Channel::Open(c)) => c.confirms.as_mut().map(|c| c.publish(options.mandatory)),
+            Some(Channel::Open(c)) => {
+                let tag = c.confirms.as_mut().map(|c| c.publish(options.mandatory));
+                if let (Some(publish), Some(tag)) = (kept, tag) {
+                    c.kept.push_back(Unconfirmed {
+                        tag: tag.0,
+                        publish,
+                        properties: properties.clone(),
+                        body: body.clone(),
+                    });
+                }
+                tag
+            }
             _ => None,
         };
         self.counters.m.publishes += 1;

@@ -517,6 +517,14 @@ impl OpenChannel {
             );
         }
         for (seq, returned) in resolved {
+            // At-least-once mode: a confirmed publish need not be kept any longer.
+            match self.kept.front() {
+                Some(k) if k.tag == seq => {
+                    self.kept.pop_front();
+                }
+                Some(_) => self.kept.retain(|k| k.tag != seq),
+                None => {}
+            }
             let returned = returned.map(Box::new);
             let outcome = if ack {
                 Confirmation::Ack(returned)
@@ -543,6 +551,20 @@ impl OpenChannel {
                 reason: ConsumerEnd::Closed(error.clone()),
             });
         }
+        // The channel is gone for good: kept publishes are lost like the rest, including those
+        // set aside by a recovery and not yet published again (older than the window).
+        let kept = std::mem::take(&mut self.kept);
+        if !kept.is_empty() {
+            let in_window: std::collections::HashSet<u64> =
+                self.confirms.iter().flat_map(|c| c.outstanding()).collect();
+            for k in kept.iter().filter(|k| !in_window.contains(&k.tag)) {
+                cx.events.push_back(Event::Confirmed {
+                    channel: cx.id(),
+                    tag: DeliveryTag(k.tag),
+                    outcome: Confirmation::Lost(error.clone()),
+                });
+            }
+        }
         self.fail_confirms(error, cx);
     }
 
@@ -555,6 +577,8 @@ impl OpenChannel {
         let next = self.confirms.as_ref().map(Confirms::next_connection);
         self.fail_confirms(error, cx);
         self.confirms = next;
+        // Kept publishes (at-least-once mode) are not lost: they go out again once the
+        // connection is back (see `republish`).
         self.flow_active = true;
         self.tags.reconnected();
     }
@@ -583,7 +607,11 @@ impl OpenChannel {
         for returned in confirms.returns.drain(..) {
             cx.events.push_back(Event::Returned(Box::new(returned)));
         }
+        let kept: std::collections::HashSet<u64> = self.kept.iter().map(|k| k.tag).collect();
         for seq in confirms.outstanding() {
+            if kept.contains(&seq) {
+                continue;
+            }
             cx.events.push_back(Event::Confirmed {
                 channel: cx.id(),
                 tag: DeliveryTag(seq),

@@ -263,6 +263,7 @@ impl Connection {
                 if let Some(recovery) = self.recovery.take() {
                     self.schedule = Some(recovery.into_schedule());
                 }
+                self.republish();
                 self.events.push_back(Event::Recovered {
                     endpoint,
                     renamed,
@@ -270,6 +271,42 @@ impl Connection {
                 });
             }
             Next::GiveUp(error) => self.give_up(error),
+        }
+    }
+
+    /// At-least-once mode, once the connection is back: publishes that were not confirmed
+    /// go out again, in order, before any new one; the new broker's confirms resolve their
+    /// original tags.
+    fn republish(&mut self) {
+        let frame_max = self.tuning.frame_max;
+        let numbers: Vec<u16> = self.channels.numbers().collect();
+        for ch in numbers {
+            let Some(Channel::Open(c)) = self.channels.get_mut(&ch) else {
+                continue;
+            };
+            let Some(confirms) = c.confirms.as_mut() else {
+                continue;
+            };
+            for message in std::mem::take(&mut c.kept) {
+                let sent = self.transmit.push_content(
+                    ch,
+                    &message.publish.clone().into(),
+                    &message.properties,
+                    &message.body,
+                    frame_max,
+                );
+                match sent {
+                    Ok(()) => {
+                        confirms.republish(message.tag, message.publish.mandatory);
+                        c.kept.push_back(message);
+                    }
+                    Err(e) => self.events.push_back(Event::Confirmed {
+                        channel: ChannelId(ch),
+                        tag: crate::DeliveryTag(message.tag),
+                        outcome: crate::Confirmation::Lost(e.into()),
+                    }),
+                }
+            }
         }
     }
 }

@@ -57,6 +57,11 @@ pub struct RecoveryConfig {
     pub endpoints: Vec<Endpoint>,
     /// The order endpoints are tried in.
     pub order: EndpointOrder,
+    /// At-least-once publishing: keep each unconfirmed publish (its body by reference, as many
+    /// as the confirm window holds) and publish it again, in order, once the connection is
+    /// back, so its confirmation comes from the new broker instead of resolving as lost.
+    /// Messages can then arrive twice.
+    pub republish_unconfirmed: bool,
     /// Seed of the jitter and shuffling (adapters pass a random one; tests a fixed one).
     pub seed: u64,
 }
@@ -68,6 +73,7 @@ impl Default for RecoveryConfig {
             max_attempts: None,
             endpoints: Vec::new(),
             order: EndpointOrder::InOrder,
+            republish_unconfirmed: false,
             seed: 0,
         }
     }
