@@ -64,15 +64,8 @@ async fn run(plan: Arc<Plan>, stats: Arc<Stats>, rt: Rt) -> Result<(), CliError>
     let args = &plan.args;
     let consumer_conns = connect_n(&rt, &plan, args.consumer_connections, args.consumers).await?;
     let producer_conns = connect_n(&rt, &plan, args.producer_connections, args.producers).await?;
-    for (role, conns) in [
-        (Role::Consumer, &consumer_conns),
-        (Role::Producer, &producer_conns),
-    ] {
-        for conn in conns {
-            let conn = conn.clone();
-            stats.add_source(role, Box::new(move || conn.metrics()));
-        }
-    }
+    stats.add_sources(Role::Consumer, &consumer_conns, Connection::metrics);
+    stats.add_sources(Role::Producer, &producer_conns, Connection::metrics);
     let mut tasks = Vec::new();
     for i in 0..args.consumers {
         let channel = consumer_conns[i % consumer_conns.len()]

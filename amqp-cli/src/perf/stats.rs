@@ -105,9 +105,18 @@ impl Stats {
         Latency::of(&lock(&self.total))
     }
 
-    /// Registers a connection whose counters make up the run's figures.
-    pub fn add_source(&self, role: Role, source: MetricsSource) {
-        lock(&self.sources).push((role, source));
+    /// Registers connections whose counters make up the run's figures, read with `metrics`.
+    pub fn add_sources<C: Clone + Send + Sync + 'static>(
+        &self,
+        role: Role,
+        connections: &[C],
+        metrics: fn(&C) -> Metrics,
+    ) {
+        let mut sources = lock(&self.sources);
+        for conn in connections {
+            let conn = conn.clone();
+            sources.push((role, Box::new(move || metrics(&conn))));
+        }
     }
 
     /// The run's counts so far, from its connections' metrics.
