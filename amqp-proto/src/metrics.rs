@@ -1,6 +1,7 @@
 //! What the connection counts as it works: plain integers, no locking, no dependency.
 //!
-//! [`crate::Connection::metrics`] returns a [`Metrics`] snapshot; adapters expose the same
+//! [`crate::Connection::metrics`] returns a [`Metrics`] snapshot (time passed in, for a blocked
+//! period in progress); adapters expose the same
 //! snapshot on their connection handles, and `amqp-client`'s `metrics` feature feeds it to the
 //! `metrics` crate facade. Counters only grow; `consumers` and `channels_open` are gauges.
 //!
@@ -8,9 +9,13 @@
 //! use std::time::Instant;
 //! use amqp_proto::{Connection, ConnectionConfig};
 //!
-//! let conn = Connection::new(ConnectionConfig::default(), Instant::now());
-//! let m = conn.metrics();
-//! assert_eq!(m.frames_in, 0);
+//! let now = Instant::now();
+//! let mut conn = Connection::new(ConnectionConfig::default(), now);
+//! while let Some(bytes) = conn.poll_transmit(now) {
+//!     assert_eq!(bytes.len(), 8); // the protocol header: bytes, not a frame
+//! }
+//! let m = conn.metrics(now);
+//! assert_eq!((m.bytes_out, m.frames_out, m.frames_in), (8, 0, 0));
 //! assert_eq!(m.channels_open, 0);
 //! ```
 
