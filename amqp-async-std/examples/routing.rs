@@ -11,7 +11,7 @@
 
 use amqp_async_std::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
-    ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use futures_lite::StreamExt;
 
@@ -22,12 +22,7 @@ pub async fn emit(uri: &str, exchange: &str, severity: &str, message: &str) -> R
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
     channel
-        .exchange_declare(
-            exchange,
-            "direct",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "direct", ExchangeDeclareOptions::default())
         .await?;
     let props = BasicProperties::default();
     channel
@@ -51,38 +46,23 @@ pub async fn subscribe(
     severities: &[&str],
 ) -> Result<Consumer, Error> {
     channel
-        .exchange_declare(
-            exchange,
-            "direct",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "direct", ExchangeDeclareOptions::default())
         .await?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .await?;
+    let queue = channel.queue_declare("", exclusive).await?;
     for severity in severities {
         channel
-            .queue_bind(
-                &queue.name,
-                exchange,
-                severity,
-                QueueBindOptions::default(),
-                FieldTable::new(),
-            )
+            .queue_bind(&queue.name, exchange, severity, QueueBindOptions::default())
             .await?;
     }
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    Ok(channel
-        .basic_consume(&queue.name, "", no_ack, FieldTable::new())
-        .await?)
+    Ok(channel.basic_consume(&queue.name, "", no_ack).await?)
 }
 
 /// Prints `routing_key:body` for each message; stops after `limit` if given.

@@ -11,7 +11,7 @@
 
 use amqp_async_std::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
-    ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use futures_lite::StreamExt;
 
@@ -27,12 +27,7 @@ pub async fn emit(
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
     channel
-        .exchange_declare(
-            exchange,
-            "topic",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "topic", ExchangeDeclareOptions::default())
         .await?;
     let props = BasicProperties::default();
     channel
@@ -56,38 +51,23 @@ pub async fn subscribe(
     binding_keys: &[&str],
 ) -> Result<Consumer, Error> {
     channel
-        .exchange_declare(
-            exchange,
-            "topic",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "topic", ExchangeDeclareOptions::default())
         .await?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .await?;
+    let queue = channel.queue_declare("", exclusive).await?;
     for key in binding_keys {
         channel
-            .queue_bind(
-                &queue.name,
-                exchange,
-                key,
-                QueueBindOptions::default(),
-                FieldTable::new(),
-            )
+            .queue_bind(&queue.name, exchange, key, QueueBindOptions::default())
             .await?;
     }
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    Ok(channel
-        .basic_consume(&queue.name, "", no_ack, FieldTable::new())
-        .await?)
+    Ok(channel.basic_consume(&queue.name, "", no_ack).await?)
 }
 
 /// Prints `routing_key:body` for each message; stops after `limit` if given.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use amqp_async_std::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Connection,
-    FieldTable, QueueDeclareOptions,
+    QueueDeclareOptions,
 };
 use futures_lite::StreamExt;
 
@@ -30,9 +30,7 @@ fn durable() -> QueueDeclareOptions {
 pub async fn new_task(uri: &str, queue: &str, task: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
-    channel
-        .queue_declare(queue, durable(), FieldTable::new())
-        .await?;
+    channel.queue_declare(queue, durable()).await?;
     let props = BasicProperties::default().with_delivery_mode(2);
     channel
         .basic_publish("", queue, BasicPublishOptions::default(), &props, task)
@@ -46,13 +44,11 @@ pub async fn new_task(uri: &str, queue: &str, task: &str) -> Result<(), Error> {
 pub async fn worker(uri: &str, queue: &str, limit: Option<usize>) -> Result<Vec<String>, Error> {
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
-    channel
-        .queue_declare(queue, durable(), FieldTable::new())
-        .await?;
+    channel.queue_declare(queue, durable()).await?;
     // Fair dispatch: no new task for this worker until it has acked the last one.
     channel.basic_qos(1, BasicQosOptions::default()).await?;
     let mut consumer = channel
-        .basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())
+        .basic_consume(queue, "", BasicConsumeOptions::default())
         .await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
     let mut done = Vec::new();

@@ -18,8 +18,7 @@
 //!         let channel = conn.open_channel().await?;
 //!
 //!         let queue = channel
-//!             .queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() },
-//!                 FieldTable::new())
+//!             .queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() })
 //!             .await?;
 //!
 //!         channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -30,7 +29,7 @@
 //!         assert!(confirm.await.is_ack());
 //!
 //!         let mut consumer = channel
-//!             .basic_consume(&queue.name, "", BasicConsumeOptions::default(), FieldTable::new())
+//!             .basic_consume(&queue.name, "", BasicConsumeOptions::default())
 //!             .await?;
 //!         if let Some(delivery) = consumer.next().await {
 //!             let delivery = delivery?;

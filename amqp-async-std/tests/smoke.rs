@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use amqp_async_std::{
-    BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, FieldTable,
+    BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
 use futures_lite::FutureExt;
@@ -40,7 +40,7 @@ async fn round_trip_with_spawner(spawn: fn(amqp_async_std::ConnectionDriver)) {
         exclusive: true,
         ..Default::default()
     };
-    let q = ch.queue_declare("", exclusive, FieldTable::new()).await;
+    let q = ch.queue_declare("", exclusive).await;
     let q = q.unwrap().name.to_string();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await

@@ -25,7 +25,7 @@ mod work_queues;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amqp_async_std::{
-    ConfirmSelectOptions, Connection, ExchangeDeleteOptions, FieldTable, QueueDeclareOptions,
+    ConfirmSelectOptions, Connection, ExchangeDeleteOptions, QueueDeclareOptions,
     QueueDeleteOptions, ReplyCode,
 };
 
@@ -206,10 +206,7 @@ fn publisher_confirms() {
             exclusive: true,
             ..Default::default()
         };
-        let queue = channel
-            .queue_declare("", exclusive, FieldTable::new())
-            .await
-            .unwrap();
+        let queue = channel.queue_declare("", exclusive).await.unwrap();
         bounded(publisher_confirms::individually(&channel, &queue.name, 20))
             .await
             .unwrap();
@@ -247,7 +244,6 @@ fn publisher_confirms() {
                     passive: true,
                     ..Default::default()
                 },
-                FieldTable::new(),
             )
             .await
             .unwrap();

@@ -10,8 +10,7 @@
 //! The broker is `$AMQP_URI`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
 
 use amqp_blocking::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, Connection, FieldTable,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, Connection, QueueDeclareOptions,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -20,7 +19,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn send(uri: &str, queue: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())?;
+    channel.queue_declare(queue, QueueDeclareOptions::default())?;
     let props = BasicProperties::default();
     channel.basic_publish(
         "",
@@ -38,13 +37,13 @@ pub fn send(uri: &str, queue: &str) -> Result<(), Error> {
 pub fn receive(uri: &str, queue: &str, limit: Option<usize>) -> Result<Vec<String>, Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())?;
+    channel.queue_declare(queue, QueueDeclareOptions::default())?;
     // no_ack: the broker forgets a message as soon as it is delivered.
     let options = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    let mut consumer = channel.basic_consume(queue, "", options, FieldTable::new())?;
+    let mut consumer = channel.basic_consume(queue, "", options)?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
     let mut received = Vec::new();
     while limit.is_none_or(|n| received.len() < n) {

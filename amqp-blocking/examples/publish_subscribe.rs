@@ -8,7 +8,7 @@
 
 use amqp_blocking::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
-    ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -17,12 +17,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn emit_log(uri: &str, exchange: &str, message: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.exchange_declare(
-        exchange,
-        "fanout",
-        ExchangeDeclareOptions::default(),
-        FieldTable::new(),
-    )?;
+    channel.exchange_declare(exchange, "fanout", ExchangeDeclareOptions::default())?;
     let props = BasicProperties::default();
     channel.basic_publish(
         exchange,
@@ -38,29 +33,18 @@ pub fn emit_log(uri: &str, exchange: &str, message: &str) -> Result<(), Error> {
 
 /// Binds a new server-named, exclusive queue to `exchange` and consumes from it.
 pub fn subscribe(channel: &Channel, exchange: &str) -> Result<Consumer, Error> {
-    channel.exchange_declare(
-        exchange,
-        "fanout",
-        ExchangeDeclareOptions::default(),
-        FieldTable::new(),
-    )?;
+    channel.exchange_declare(exchange, "fanout", ExchangeDeclareOptions::default())?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel.queue_declare("", exclusive, FieldTable::new())?;
-    channel.queue_bind(
-        &queue.name,
-        exchange,
-        "",
-        QueueBindOptions::default(),
-        FieldTable::new(),
-    )?;
+    let queue = channel.queue_declare("", exclusive)?;
+    channel.queue_bind(&queue.name, exchange, "", QueueBindOptions::default())?;
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    Ok(channel.basic_consume(&queue.name, "", no_ack, FieldTable::new())?)
+    Ok(channel.basic_consume(&queue.name, "", no_ack)?)
 }
 
 /// Prints what `consumer` receives; stops after `limit` messages if given.

@@ -123,7 +123,7 @@ fn main() -> Result<(), Error> {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel.queue_declare("", exclusive, FieldTable::new())?;
+    let queue = channel.queue_declare("", exclusive)?;
 
     let t = Instant::now();
     individually(&channel, &queue.name, count)?;

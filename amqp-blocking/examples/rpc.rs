@@ -9,7 +9,7 @@
 
 use amqp_blocking::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
-    Connection, FieldTable, QueueDeclareOptions,
+    Connection, QueueDeclareOptions,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -23,10 +23,9 @@ fn fib(n: u64) -> u64 {
 /// Declares `queue` and starts answering: call [`serve`] next. Split in two so that a caller
 /// knows when the server is ready.
 pub fn listen(channel: &Channel, queue: &str) -> Result<amqp_blocking::Consumer, Error> {
-    channel.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())?;
+    channel.queue_declare(queue, QueueDeclareOptions::default())?;
     channel.basic_qos(1, BasicQosOptions::default())?;
-    let consumer =
-        channel.basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())?;
+    let consumer = channel.basic_consume(queue, "", BasicConsumeOptions::default())?;
     println!(" [x] Awaiting RPC requests");
     Ok(consumer)
 }
@@ -68,12 +67,12 @@ pub fn call(channel: &Channel, queue: &str, n: u64) -> Result<u64, Error> {
         exclusive: true,
         ..Default::default()
     };
-    let callback = channel.queue_declare("", exclusive, FieldTable::new())?;
+    let callback = channel.queue_declare("", exclusive)?;
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    let replies = channel.basic_consume(&callback.name, "", no_ack, FieldTable::new())?;
+    let replies = channel.basic_consume(&callback.name, "", no_ack)?;
 
     let correlation_id = format!("{n}-{:?}", std::time::SystemTime::now());
     let props = BasicProperties::default()

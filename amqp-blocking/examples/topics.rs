@@ -11,7 +11,7 @@
 
 use amqp_blocking::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
-    ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -20,12 +20,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn emit(uri: &str, exchange: &str, routing_key: &str, message: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.exchange_declare(
-        exchange,
-        "topic",
-        ExchangeDeclareOptions::default(),
-        FieldTable::new(),
-    )?;
+    channel.exchange_declare(exchange, "topic", ExchangeDeclareOptions::default())?;
     let props = BasicProperties::default();
     channel.basic_publish(
         exchange,
@@ -45,31 +40,20 @@ pub fn subscribe(
     exchange: &str,
     binding_keys: &[&str],
 ) -> Result<Consumer, Error> {
-    channel.exchange_declare(
-        exchange,
-        "topic",
-        ExchangeDeclareOptions::default(),
-        FieldTable::new(),
-    )?;
+    channel.exchange_declare(exchange, "topic", ExchangeDeclareOptions::default())?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel.queue_declare("", exclusive, FieldTable::new())?;
+    let queue = channel.queue_declare("", exclusive)?;
     for key in binding_keys {
-        channel.queue_bind(
-            &queue.name,
-            exchange,
-            key,
-            QueueBindOptions::default(),
-            FieldTable::new(),
-        )?;
+        channel.queue_bind(&queue.name, exchange, key, QueueBindOptions::default())?;
     }
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    Ok(channel.basic_consume(&queue.name, "", no_ack, FieldTable::new())?)
+    Ok(channel.basic_consume(&queue.name, "", no_ack)?)
 }
 
 /// Prints `routing_key:body` for each message; stops after `limit` if given.

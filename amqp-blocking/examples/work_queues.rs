@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use amqp_blocking::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Connection,
-    FieldTable, QueueDeclareOptions,
+    QueueDeclareOptions,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -29,7 +29,7 @@ fn durable() -> QueueDeclareOptions {
 pub fn new_task(uri: &str, queue: &str, task: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.queue_declare(queue, durable(), FieldTable::new())?;
+    channel.queue_declare(queue, durable())?;
     let props = BasicProperties::default().with_delivery_mode(2);
     channel.basic_publish("", queue, BasicPublishOptions::default(), &props, task)?;
     println!(" [x] Sent {task:?}");
@@ -41,11 +41,10 @@ pub fn new_task(uri: &str, queue: &str, task: &str) -> Result<(), Error> {
 pub fn worker(uri: &str, queue: &str, limit: Option<usize>) -> Result<Vec<String>, Error> {
     let conn = Connection::connect(uri)?;
     let channel = conn.open_channel()?;
-    channel.queue_declare(queue, durable(), FieldTable::new())?;
+    channel.queue_declare(queue, durable())?;
     // Fair dispatch: no new task for this worker until it has acked the last one.
     channel.basic_qos(1, BasicQosOptions::default())?;
-    let mut consumer =
-        channel.basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())?;
+    let mut consumer = channel.basic_consume(queue, "", BasicConsumeOptions::default())?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
     let mut done = Vec::new();
     while limit.is_none_or(|n| done.len() < n) {

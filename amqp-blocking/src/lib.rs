@@ -6,7 +6,7 @@
 //! ```no_run
 //! use amqp_blocking::{
 //!     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
-//!     Connection, FieldTable, QueueDeclareOptions,
+//!     Connection, QueueDeclareOptions,
 //! };
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,7 +16,6 @@
 //!     let queue = channel.queue_declare(
 //!         "",
 //!         QueueDeclareOptions { exclusive: true, ..Default::default() },
-//!         FieldTable::new(),
 //!     )?;
 //!
 //!     channel.confirm_select(ConfirmSelectOptions::default())?;
@@ -30,7 +29,7 @@
 //!     assert!(confirm.wait().is_ack());
 //!
 //!     let consumer =
-//!         channel.basic_consume(&queue.name, "", BasicConsumeOptions::default(), FieldTable::new())?;
+//!         channel.basic_consume(&queue.name, "", BasicConsumeOptions::default())?;
 //!     for delivery in consumer {
 //!         let delivery = delivery?;
 //!         println!("got {:?}", delivery.body);
@@ -206,10 +205,10 @@ impl From<nb::Connection> for Connection {
 /// };
 ///
 /// let channel = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?.open_channel()?;
-/// channel.exchange_declare("prices", "fanout", ExchangeDeclareOptions::default(), FieldTable::new())?;
+/// channel.exchange_declare("prices", "fanout", ExchangeDeclareOptions::default())?;
 /// let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
-/// let queue = channel.queue_declare("", exclusive, FieldTable::new())?;
-/// channel.queue_bind(&queue.name, "prices", "", QueueBindOptions::default(), FieldTable::new())?;
+/// let queue = channel.queue_declare("", exclusive)?;
+/// channel.queue_bind(&queue.name, "prices", "", QueueBindOptions::default())?;
 ///
 /// let props = BasicProperties::default()
 ///     .with_content_type("text/plain")
@@ -232,25 +231,25 @@ impl Channel {
         wait fn channel_flow(&self, active: bool) -> Result<bool, Error>;
         /// Declares an exchange of `kind` (`direct`, `fanout`, `topic`, `headers`, …).
         wait fn exchange_declare(&self, exchange: &str, kind: &str,
-            options: ExchangeDeclareOptions, arguments: FieldTable) -> Result<(), Error>;
+            options: ExchangeDeclareOptions) -> Result<(), Error>;
         /// Deletes an exchange.
         wait fn exchange_delete(&self, exchange: &str, options: ExchangeDeleteOptions)
             -> Result<(), Error>;
         /// Binds exchange `destination` to `source` (a RabbitMQ extension).
         wait fn exchange_bind(&self, destination: &str, source: &str, routing_key: &str,
-            options: ExchangeBindOptions, arguments: FieldTable) -> Result<(), Error>;
+            options: ExchangeBindOptions) -> Result<(), Error>;
         /// Removes an exchange-to-exchange binding.
         wait fn exchange_unbind(&self, destination: &str, source: &str, routing_key: &str,
-            options: ExchangeBindOptions, arguments: FieldTable) -> Result<(), Error>;
+            options: ExchangeBindOptions) -> Result<(), Error>;
         /// Declares a queue (an empty name lets the broker choose one).
-        wait fn queue_declare(&self, queue: &str, options: QueueDeclareOptions,
-            arguments: FieldTable) -> Result<QueueInfo, Error>;
+        wait fn queue_declare(&self, queue: &str, options: QueueDeclareOptions)
+            -> Result<QueueInfo, Error>;
         /// Binds a queue to an exchange.
         wait fn queue_bind(&self, queue: &str, exchange: &str, routing_key: &str,
-            options: QueueBindOptions, arguments: FieldTable) -> Result<(), Error>;
+            options: QueueBindOptions) -> Result<(), Error>;
         /// Removes a queue binding.
         wait fn queue_unbind(&self, queue: &str, exchange: &str, routing_key: &str,
-            arguments: FieldTable) -> Result<(), Error>;
+            options: QueueUnbindOptions) -> Result<(), Error>;
         /// Removes all ready messages from a queue; returns how many.
         wait fn queue_purge(&self, queue: &str, options: QueuePurgeOptions) -> Result<u32, Error>;
         /// Deletes a queue; returns how many messages went with it.
@@ -262,7 +261,7 @@ impl Channel {
         /// Starts a consumer (an empty tag lets the broker choose one); iterate the returned
         /// [`Consumer`] for its deliveries.
         wait fn basic_consume(&self, queue: &str, consumer_tag: &str,
-            options: BasicConsumeOptions, arguments: FieldTable) -> Result<Consumer, Error>
+            options: BasicConsumeOptions) -> Result<Consumer, Error>
             => Consumer::new;
         /// Cancels a consumer; its iterator yields what had already arrived, then ends.
         wait fn basic_cancel(&self, consumer_tag: &str, options: BasicCancelOptions)
@@ -430,7 +429,7 @@ impl PublishConfirm {
 ///
 /// let channel = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?.open_channel()?;
 /// let consumer =
-///     channel.basic_consume("orders", "", BasicConsumeOptions::default(), FieldTable::new())?;
+///     channel.basic_consume("orders", "", BasicConsumeOptions::default())?;
 /// // Bounded waits through `&self` ...
 /// while let Some(delivery) = consumer.recv_timeout(Duration::from_secs(1))? {
 ///     match delivery.body.first() {

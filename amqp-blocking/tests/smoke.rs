@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use amqp_blocking::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
     ConfirmSelectOptions, Confirmation, Connection, ConnectionEvent, Consumer, ConsumerEnd,
-    ErrorKind, Events, FieldTable, PublishConfirm, QueueDeclareOptions,
+    ErrorKind, Events, PublishConfirm, QueueDeclareOptions,
 };
 
 fn uri() -> String {
@@ -52,10 +52,7 @@ fn exclusive() -> QueueDeclareOptions {
 }
 
 fn declare(ch: &Channel) -> String {
-    ch.queue_declare("", exclusive(), FieldTable::new())
-        .unwrap()
-        .name
-        .to_string()
+    ch.queue_declare("", exclusive()).unwrap().name.to_string()
 }
 
 fn publish(ch: &Channel, queue: &str, body: impl amqp_blocking::IntoBody) -> PublishConfirm {
@@ -98,7 +95,7 @@ fn timeouts_and_iterators() {
         assert!(confirm.wait().is_ack());
 
         let mut consumer = ch
-            .basic_consume(&q, "", BasicConsumeOptions::default(), FieldTable::new())
+            .basic_consume(&q, "", BasicConsumeOptions::default())
             .unwrap();
         let first = consumer.next().expect("a delivery").unwrap();
         assert_eq!(&first.body[..], b"first");
@@ -179,7 +176,7 @@ fn used_from_several_threads() {
             .basic_qos(100, BasicQosOptions::default())
             .unwrap();
         let consumer = consuming
-            .basic_consume(&q, "", BasicConsumeOptions::default(), FieldTable::new())
+            .basic_consume(&q, "", BasicConsumeOptions::default())
             .unwrap();
         let receiver = thread::spawn(move || {
             consumer

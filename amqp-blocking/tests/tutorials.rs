@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amqp_blocking::{
-    ConfirmSelectOptions, Connection, ExchangeDeleteOptions, FieldTable, QueueDeclareOptions,
+    ConfirmSelectOptions, Connection, ExchangeDeleteOptions, QueueDeclareOptions,
     QueueDeleteOptions, ReplyCode,
 };
 
@@ -174,9 +174,7 @@ fn publisher_confirms() {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .unwrap();
+    let queue = channel.queue_declare("", exclusive).unwrap();
     publisher_confirms::individually(&channel, &queue.name, 20).unwrap();
     publisher_confirms::in_batches(&channel, &queue.name, 50, 20).unwrap();
     publisher_confirms::asynchronously(&channel, &queue.name, 200, 64).unwrap();
@@ -196,7 +194,6 @@ fn publisher_confirms() {
                 passive: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     assert_eq!(declared.message_count, 270);

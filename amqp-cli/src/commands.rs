@@ -6,8 +6,8 @@ use std::time::Duration;
 use amqp_client::{
     BasicConsumeOptions, BasicGetOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
     Channel, ConfirmSelectOptions, Confirmation, Connection, Delivery, ExchangeBindOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, FieldTable, FieldValue, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, FieldTable, FieldValue, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueueUnbindOptions,
 };
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
@@ -348,9 +348,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         no_ack: args.ack == AckMode::Auto,
         ..Default::default()
     };
-    let mut consumer = ch
-        .basic_consume(&args.queue, "", options, FieldTable::new())
-        .await?;
+    let mut consumer = ch.basic_consume(&args.queue, "", options).await?;
     let mut seen = 0u64;
     let idle = args.timeout.map(Duration::from_secs_f64);
     while args.count.is_none_or(|c| seen < c) {
@@ -416,7 +414,15 @@ pub async fn declare(entity: Entity) -> Result<(), CliError> {
                 auto_delete: q.auto_delete,
                 ..Default::default()
             };
-            let info = ch.queue_declare(&q.name, options, arguments).await?;
+            let info = ch
+                .queue_declare(
+                    &q.name,
+                    QueueDeclareOptions {
+                        arguments,
+                        ..options
+                    },
+                )
+                .await?;
             println!(
                 "queue {} declared ({} message(s), {} consumer(s))",
                 info.name.as_str(),
@@ -432,8 +438,15 @@ pub async fn declare(entity: Entity) -> Result<(), CliError> {
                 auto_delete: e.auto_delete,
                 ..Default::default()
             };
-            ch.exchange_declare(&e.name, &e.kind, options, table(&e.arguments))
-                .await?;
+            ch.exchange_declare(
+                &e.name,
+                &e.kind,
+                ExchangeDeclareOptions {
+                    arguments: table(&e.arguments),
+                    ..options
+                },
+            )
+            .await?;
             println!("exchange {} ({}) declared", e.name, e.kind);
             conn.close().await?;
         }
@@ -475,21 +488,46 @@ pub async fn bind(args: BindArgs, unbind: bool) -> Result<(), CliError> {
     let destination = match (&args.queue, &args.to_exchange) {
         (Some(queue), _) => {
             if unbind {
-                ch.queue_unbind(queue, source, key, arguments).await?;
-            } else {
-                ch.queue_bind(queue, source, key, Default::default(), arguments)
+                ch.queue_unbind(queue, source, key, QueueUnbindOptions { arguments })
                     .await?;
+            } else {
+                ch.queue_bind(
+                    queue,
+                    source,
+                    key,
+                    QueueBindOptions {
+                        arguments,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             }
             format!("queue {queue}")
         }
         (None, Some(dest)) => {
             let options = ExchangeBindOptions::default();
             if unbind {
-                ch.exchange_unbind(dest, source, key, options, arguments)
-                    .await?;
+                ch.exchange_unbind(
+                    dest,
+                    source,
+                    key,
+                    ExchangeBindOptions {
+                        arguments,
+                        ..options
+                    },
+                )
+                .await?;
             } else {
-                ch.exchange_bind(dest, source, key, options, arguments)
-                    .await?;
+                ch.exchange_bind(
+                    dest,
+                    source,
+                    key,
+                    ExchangeBindOptions {
+                        arguments,
+                        ..options
+                    },
+                )
+                .await?;
             }
             format!("exchange {dest}")
         }

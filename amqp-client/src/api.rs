@@ -10,8 +10,8 @@ pub use crate::{
     ErrorKind, Events, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     FieldArray, FieldTable, FieldValue, Initiator, IntoBody, IntoConnectOptions, IoCounters,
     LongString, Metrics, Misuse, PublishConfirm, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueueInfo, QueuePurgeOptions, ReplyCode, ReturnedMessage, Returns,
-    ShortString, State, TlsError, TlsErrorKind, Tuning, UriError,
+    QueueDeleteOptions, QueueInfo, QueuePurgeOptions, QueueUnbindOptions, ReplyCode,
+    ReturnedMessage, Returns, ShortString, State, TlsError, TlsErrorKind, Tuning, UriError,
 };
 #[cfg(feature = "tls")]
 pub use crate::{TlsOptions, tls};

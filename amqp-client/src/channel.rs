@@ -10,14 +10,18 @@ use bytes::Bytes;
 use futures_core::Stream;
 use proto::{
     BasicProperties, BasicPublishOptions, ChannelId, DeliveryTag, Error, ExchangeDeclareOptions,
-    FieldTable, Misuse, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
+    Misuse, QueueDeclareOptions, QueueDeleteOptions, Reply, RequestId, ReturnedMessage,
 };
 
 use crate::body::IntoBody;
 use crate::handle::{ConnHandle, WaitReply, recovered, start_request, unexpected};
-use crate::options::*;
+use crate::options::QueueInfo;
 use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::{lock, register, set_waker};
+use proto::{
+    BasicCancelOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueuePurgeOptions, QueueUnbindOptions,
+};
 
 /// The error a channel handle reports after this client closed it.
 const CLOSED_BY_US: Error = Error::Usage(Misuse::ChannelClosedByClient);
@@ -171,9 +175,8 @@ impl Channel {
         exchange: &str,
         kind: &str,
         options: ExchangeDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<(), Error> {
-        self.request(|c, ch| c.exchange_declare(ch, exchange, kind, options, arguments))
+        self.request(|c, ch| c.exchange_declare(ch, exchange, kind, options))
             .await
             .map(drop)
     }
@@ -184,7 +187,7 @@ impl Channel {
         exchange: &str,
         options: ExchangeDeleteOptions,
     ) -> Result<(), Error> {
-        self.request(|c, ch| c.exchange_delete(ch, exchange, options.if_unused, options.nowait))
+        self.request(|c, ch| c.exchange_delete(ch, exchange, options))
             .await
             .map(drop)
     }
@@ -196,20 +199,10 @@ impl Channel {
         source: &str,
         routing_key: &str,
         options: ExchangeBindOptions,
-        arguments: FieldTable,
     ) -> Result<(), Error> {
-        self.request(|c, ch| {
-            c.exchange_bind(
-                ch,
-                destination,
-                source,
-                routing_key,
-                arguments,
-                options.nowait,
-            )
-        })
-        .await
-        .map(drop)
+        self.request(|c, ch| c.exchange_bind(ch, destination, source, routing_key, options))
+            .await
+            .map(drop)
     }
 
     /// Removes an exchange-to-exchange binding.
@@ -219,20 +212,10 @@ impl Channel {
         source: &str,
         routing_key: &str,
         options: ExchangeBindOptions,
-        arguments: FieldTable,
     ) -> Result<(), Error> {
-        self.request(|c, ch| {
-            c.exchange_unbind(
-                ch,
-                destination,
-                source,
-                routing_key,
-                arguments,
-                options.nowait,
-            )
-        })
-        .await
-        .map(drop)
+        self.request(|c, ch| c.exchange_unbind(ch, destination, source, routing_key, options))
+            .await
+            .map(drop)
     }
 
     // ----- queues -----
@@ -242,10 +225,9 @@ impl Channel {
         &self,
         queue: &str,
         options: QueueDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<QueueInfo, Error> {
         match self
-            .request(|c, ch| c.queue_declare(ch, queue, options, arguments))
+            .request(|c, ch| c.queue_declare(ch, queue, options))
             .await?
         {
             Reply::QueueDeclared {
@@ -273,13 +255,10 @@ impl Channel {
         exchange: &str,
         routing_key: &str,
         options: QueueBindOptions,
-        arguments: FieldTable,
     ) -> Result<(), Error> {
-        self.request(|c, ch| {
-            c.queue_bind(ch, queue, exchange, routing_key, arguments, options.nowait)
-        })
-        .await
-        .map(drop)
+        self.request(|c, ch| c.queue_bind(ch, queue, exchange, routing_key, options))
+            .await
+            .map(drop)
     }
 
     /// Removes a queue binding.
@@ -288,9 +267,9 @@ impl Channel {
         queue: &str,
         exchange: &str,
         routing_key: &str,
-        arguments: FieldTable,
+        options: QueueUnbindOptions,
     ) -> Result<(), Error> {
-        self.request(|c, ch| c.queue_unbind(ch, queue, exchange, routing_key, arguments))
+        self.request(|c, ch| c.queue_unbind(ch, queue, exchange, routing_key, options))
             .await
             .map(drop)
     }
@@ -298,7 +277,7 @@ impl Channel {
     /// Removes all ready messages from a queue; returns how many (0 after a no-wait purge).
     pub async fn queue_purge(&self, queue: &str, options: QueuePurgeOptions) -> Result<u32, Error> {
         match self
-            .request(|c, ch| c.queue_purge(ch, queue, options.nowait))
+            .request(|c, ch| c.queue_purge(ch, queue, options))
             .await?
         {
             Reply::QueuePurged { message_count } => Ok(message_count),
@@ -331,7 +310,7 @@ impl Channel {
         prefetch_count: u16,
         options: BasicQosOptions,
     ) -> Result<(), Error> {
-        self.request(|c, ch| c.basic_qos(ch, prefetch_count, options.prefetch_size, options.global))
+        self.request(|c, ch| c.basic_qos(ch, prefetch_count, options))
             .await
             .map(drop)
     }
@@ -342,7 +321,7 @@ impl Channel {
         consumer_tag: &str,
         options: BasicCancelOptions,
     ) -> Result<(), Error> {
-        self.request(|c, ch| c.basic_cancel(ch, consumer_tag, options.nowait))
+        self.request(|c, ch| c.basic_cancel(ch, consumer_tag, options))
             .await
             .map(drop)
     }
@@ -464,7 +443,7 @@ impl Channel {
 
     /// Turns on publisher confirms for this channel.
     pub async fn confirm_select(&self, options: ConfirmSelectOptions) -> Result<(), Error> {
-        self.request(|c, ch| c.confirm_select(ch, options.nowait))
+        self.request(|c, ch| c.confirm_select(ch, options))
             .await
             .map(drop)
     }

@@ -7,13 +7,13 @@ use std::task::{Context, Poll};
 
 use amqp_proto as proto;
 use futures_core::Stream;
-use proto::{BasicConsumeOptions, ConsumerEnd, ConsumerTag, Error, FieldTable, Reply};
+use proto::{BasicConsumeOptions, ConsumerEnd, ConsumerTag, Error, Reply};
 
 use crate::channel::Channel;
 use crate::handle::{WaitReply, recovered, unexpected};
-use crate::options::{BasicCancelOptions, BasicGetOptions};
 use crate::shared::ReqKind;
 use crate::util::{lock, set_waker};
+use proto::{BasicCancelOptions, BasicGetOptions};
 
 /// The deliveries of one consumer, as a [`Stream`] of `Result<Delivery, Error>`.
 ///
@@ -220,19 +220,17 @@ impl Channel {
         queue: &str,
         consumer_tag: &str,
         options: BasicConsumeOptions,
-        arguments: FieldTable,
     ) -> Result<Consumer, Error> {
         let mut consumer = 0;
+        let no_ack = options.no_ack;
         recovered(self.shared()).await;
         let id = self.start(|s, ch| {
-            let id = s
-                .core
-                .basic_consume(ch, queue, consumer_tag, options, arguments)?;
+            let id = s.core.basic_consume(ch, queue, consumer_tag, options)?;
             consumer = s.next_key();
             let kind = ReqKind::Consume {
                 channel: ch,
                 consumer,
-                no_ack: options.no_ack,
+                no_ack,
             };
             Ok((id, kind))
         })?;
@@ -252,7 +250,7 @@ impl Channel {
     ) -> Result<Option<Delivery>, Error> {
         recovered(self.shared()).await;
         let id = self.start(|s, ch| {
-            let id = s.core.basic_get(ch, queue, options.no_ack)?;
+            let id = s.core.basic_get(ch, queue, options)?;
             let kind = ReqKind::Get {
                 channel: ch,
                 no_ack: options.no_ack,

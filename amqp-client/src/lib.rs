@@ -82,10 +82,7 @@ pub use consumer::{Consumer, Delivery};
 pub use driver::Driver;
 pub use error::{ConnectError, TlsError, TlsErrorKind};
 pub use io::{Timer, Transport};
-pub use options::{
-    BasicCancelOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeBindOptions, ExchangeDeleteOptions, QueueBindOptions, QueueInfo, QueuePurgeOptions,
-};
+pub use options::QueueInfo;
 pub use shared::{ConnectionEvent, IoCounters};
 #[cfg(feature = "tls")]
 pub use tls::{MaybeTls, TlsClient, TlsOptions};
@@ -94,10 +91,11 @@ pub use amqp_proto;
 pub use amqp_proto::Decimal;
 pub use amqp_proto::uri::{AmqpUri, UriError};
 pub use amqp_proto::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, CloseReason,
-    ConnectionConfig, ConsumerEnd, ConsumerTag, DeliveryTag, Error, ErrorKind,
-    ExchangeDeclareOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Metrics,
-    Misuse, QueueDeclareOptions, QueueDeleteOptions, ReplyCode, ReturnedMessage, ShortString,
-    State, Tuning,
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicProperties, BasicPublishOptions,
+    BasicQosOptions, ChannelId, CloseReason, ConfirmSelectOptions, ConnectionConfig, ConsumerEnd,
+    ConsumerTag, DeliveryTag, Error, ErrorKind, ExchangeBindOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Metrics,
+    Misuse, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    QueueUnbindOptions, ReplyCode, ReturnedMessage, ShortString, State, Tuning,
 };
 pub use bytes::Bytes;

@@ -1,66 +1,7 @@
-//! Options of the commands whose core call takes plain flags, and what some commands return.
+//! What some commands return. (Every command's options are the core's own option structs,
+//! re-exported unchanged.)
 
 use amqp_proto::ShortString;
-
-/// Options of `exchange.delete`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExchangeDeleteOptions {
-    /// Only if it has no bindings.
-    pub if_unused: bool,
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
-
-/// Options of `exchange.bind` and `exchange.unbind`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExchangeBindOptions {
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
-
-/// Options of `queue.bind`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueBindOptions {
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
-
-/// Options of `queue.purge`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueuePurgeOptions {
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
-
-/// Options of `basic.qos`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BasicQosOptions {
-    /// Limit in bytes of unacknowledged content (0: none; RabbitMQ supports only 0).
-    pub prefetch_size: u32,
-    /// Apply the limit to the whole channel rather than each consumer (RabbitMQ's meaning).
-    pub global: bool,
-}
-
-/// Options of `basic.cancel`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BasicCancelOptions {
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
-
-/// Options of `basic.get`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BasicGetOptions {
-    /// The message needs no acknowledgement.
-    pub no_ack: bool,
-}
-
-/// Options of `confirm.select`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConfirmSelectOptions {
-    /// Do not wait for the broker's answer.
-    pub nowait: bool,
-}
 
 /// What `queue.declare` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

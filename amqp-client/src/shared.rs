@@ -718,7 +718,12 @@ impl Shared {
                 let _ = self.core.basic_reject(channel, d.delivery_tag, true);
             }
         }
-        if ended || self.core.basic_cancel(channel, &tag, false).is_err() {
+        if ended
+            || self
+                .core
+                .basic_cancel(channel, &tag, proto::BasicCancelOptions::default())
+                .is_err()
+        {
             // Over already, or the channel is going away: nothing more will come for it.
             self.consumers.remove(&key);
             if let Some(list) = self.consumer_keys.get_mut(&channel.0) {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use amqp_client::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions,
-    ConnectOptions, Connection, Error, ErrorKind, FieldTable, QueueDeclareOptions, Timer,
-    Transport, start_connection,
+    ConnectOptions, Connection, Error, ErrorKind, QueueDeclareOptions, Timer, Transport,
+    start_connection,
 };
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -123,10 +123,7 @@ async fn publishes_are_coalesced_into_few_writes() {
     within(async {
         let c = connect(|_| {}).await;
         let ch = c.conn.open_channel().await.unwrap();
-        let q = ch
-            .queue_declare("", exclusive(), FieldTable::new())
-            .await
-            .unwrap();
+        let q = ch.queue_declare("", exclusive()).await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
@@ -160,10 +157,7 @@ async fn backpressure_makes_publishers_wait_not_fail() {
     within(async {
         let c = connect(|o| o.config.high_water_mark = 16 * 1024).await;
         let ch = c.conn.open_channel().await.unwrap();
-        let q = ch
-            .queue_declare("", exclusive(), FieldTable::new())
-            .await
-            .unwrap();
+        let q = ch.queue_declare("", exclusive()).await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
@@ -192,7 +186,6 @@ async fn backpressure_makes_publishers_wait_not_fail() {
                     passive: true,
                     ..Default::default()
                 },
-                FieldTable::new(),
             )
             .await
             .unwrap();
@@ -207,17 +200,9 @@ async fn a_stopped_driver_fails_every_waiter() {
     within(async {
         let c = connect(|_| {}).await;
         let ch = c.conn.open_channel().await.unwrap();
-        let q = ch
-            .queue_declare("", exclusive(), FieldTable::new())
-            .await
-            .unwrap();
+        let q = ch.queue_declare("", exclusive()).await.unwrap();
         let mut consumer = ch
-            .basic_consume(
-                &q.name,
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::new(),
-            )
+            .basic_consume(&q.name, "", BasicConsumeOptions::default())
             .await
             .unwrap();
         let waiting = tokio::spawn(async move { consumer.next().await });
@@ -229,10 +214,7 @@ async fn a_stopped_driver_fails_every_waiter() {
         let why = c.conn.closed().await.expect("an error");
         assert_eq!(why, err);
         // Asking afterwards fails at once with the same reason.
-        let again = ch
-            .queue_declare("", exclusive(), FieldTable::new())
-            .await
-            .unwrap_err();
+        let again = ch.queue_declare("", exclusive()).await.unwrap_err();
         assert_eq!(again, err);
         assert!(matches!(c.conn.close().await, Err(Error::Transport { .. })));
     })
@@ -251,9 +233,7 @@ async fn heartbeats_keep_an_idle_connection_alive() {
         let writes = c.writes.load(Ordering::Relaxed) - before;
         assert!(writes >= 3, "only {writes} writes while idle");
         let ch = c.conn.open_channel().await.unwrap();
-        ch.queue_declare("", exclusive(), FieldTable::new())
-            .await
-            .unwrap();
+        ch.queue_declare("", exclusive()).await.unwrap();
         c.conn.close().await.unwrap();
     })
     .await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions, Confirmation, Connection,
-    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, FieldTable, PublishConfirm,
+    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, PublishConfirm,
     QueueDeclareOptions,
 };
 use amqp_conformance::client::{ClientPair, Task};
@@ -41,7 +41,7 @@ fn select_confirms(pair: &mut ClientPair, ch: &Channel) {
 }
 
 fn consume(pair: &mut ClientPair, ch: &Channel, tag: &str) -> Consumer {
-    let mut start = Task::spawn(ch.basic_consume("q", tag, Default::default(), FieldTable::new()));
+    let mut start = Task::spawn(ch.basic_consume("q", tag, Default::default()));
     assert!(matches!(
         pair.expect_method(ch.id().0),
         Method::BasicConsume(_)
@@ -70,8 +70,7 @@ fn publish<'a>(
 fn a_request_completes_and_its_waiter_is_woken_once() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut declare =
-        Task::spawn(ch.queue_declare("jobs", QueueDeclareOptions::default(), FieldTable::new()));
+    let mut declare = Task::spawn(ch.queue_declare("jobs", QueueDeclareOptions::default()));
     let Method::QueueDeclare(m) = pair.expect_method(1) else {
         panic!("expected queue.declare")
     };
@@ -88,16 +87,13 @@ fn a_request_completes_and_its_waiter_is_woken_once() {
 fn a_dropped_request_future_leaves_nothing_behind() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    drop(Task::spawn(ch.queue_declare(
-        "jobs",
-        QueueDeclareOptions::default(),
-        FieldTable::new(),
-    )));
+    drop(Task::spawn(
+        ch.queue_declare("jobs", QueueDeclareOptions::default()),
+    ));
     assert!(matches!(pair.expect_method(1), Method::QueueDeclare(_)));
     pair.send_method(1, declare_ok("jobs"));
     // The channel still works: the next request gets the next reply.
-    let mut again =
-        Task::spawn(ch.queue_declare("other", QueueDeclareOptions::default(), FieldTable::new()));
+    let mut again = Task::spawn(ch.queue_declare("other", QueueDeclareOptions::default()));
     assert!(matches!(pair.expect_method(1), Method::QueueDeclare(_)));
     pair.send_method(1, declare_ok("other"));
     assert_eq!(again.expect_ready().unwrap().name.as_str(), "other");
@@ -295,7 +291,7 @@ fn everything() -> (ClientPair, Everything) {
     let request = Task::spawn({
         let ch = ch.clone();
         async move {
-            ch.queue_declare("jobs", QueueDeclareOptions::default(), FieldTable::new())
+            ch.queue_declare("jobs", QueueDeclareOptions::default())
                 .await
         }
     });
@@ -356,11 +352,7 @@ impl Everything {
         assert_eq!(self.returns.expect_ready(), None);
         assert!(!self.ch.is_open());
         // Asking again fails at once with the same reason.
-        let mut again = Task::spawn(self.ch.queue_declare(
-            "",
-            QueueDeclareOptions::default(),
-            FieldTable::new(),
-        ));
+        let mut again = Task::spawn(self.ch.queue_declare("", QueueDeclareOptions::default()));
         assert_eq!(again.expect_ready().unwrap_err(), *why);
     }
 

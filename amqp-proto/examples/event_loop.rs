@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use amqp_proto::recovery::RecoveryConfig;
 use amqp_proto::uri::AmqpUri;
 use amqp_proto::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, Confirmation, Connection,
-    ConnectionConfig, Event, FieldTable, QueueDeclareOptions, Reply, RequestId,
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId, ConfirmSelectOptions,
+    Confirmation, Connection, ConnectionConfig, Event, QueueDeclareOptions, Reply, RequestId,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -118,8 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         exclusive: true,
                         ..Default::default()
                     };
-                    step =
-                        Step::Declaring(ch, conn.queue_declare(ch, "", opts, FieldTable::new())?);
+                    step = Step::Declaring(ch, conn.queue_declare(ch, "", opts)?);
                 }
                 (Step::Declaring(ch, id), Event::Completed { id: got, result }) if *id == got => {
                     let Reply::QueueDeclared { queue, .. } = result? else {
@@ -127,14 +126,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     };
                     println!("declared {queue}");
                     let ch = *ch;
-                    conn.basic_consume(
+                    conn.basic_consume(ch, &queue, "c1", BasicConsumeOptions::default())?;
+                    step = Step::Selecting(
                         ch,
-                        &queue,
-                        "c1",
-                        BasicConsumeOptions::default(),
-                        FieldTable::new(),
-                    )?;
-                    step = Step::Selecting(ch, conn.confirm_select(ch, false)?);
+                        conn.confirm_select(ch, ConfirmSelectOptions::default())?,
+                    );
                     for i in 0..MESSAGES {
                         let body = format!("message {i}").into_bytes().into();
                         let props = BasicProperties::default().with_delivery_mode(2);

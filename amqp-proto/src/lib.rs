@@ -48,10 +48,12 @@ pub mod uri;
 mod wire;
 
 pub use connection::{
-    BasicConsumeOptions, BasicPublishOptions, ChannelId, CloseReason, Confirmation, Connection,
-    ConnectionConfig, ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, Event,
-    ExchangeDeclareOptions, GetMessage, Initiator, Misuse, QueueDeclareOptions, QueueDeleteOptions,
-    Reply, RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ChannelId, CloseReason, ConfirmSelectOptions, Confirmation, Connection, ConnectionConfig,
+    ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, Event, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, GetMessage, Initiator, Misuse, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions, QueueUnbindOptions, Reply,
+    RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
 };
 pub use error::{CodecError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};

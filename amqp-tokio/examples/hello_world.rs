@@ -10,8 +10,7 @@
 //! The broker is `$AMQP_URI`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
 
 use amqp_tokio::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, Connection, FieldTable,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, Connection, QueueDeclareOptions,
 };
 use futures_util::StreamExt;
 
@@ -22,7 +21,7 @@ pub async fn send(uri: &str, queue: &str) -> Result<(), Error> {
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
     channel
-        .queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(queue, QueueDeclareOptions::default())
         .await?;
     let props = BasicProperties::default();
     channel
@@ -44,16 +43,14 @@ pub async fn receive(uri: &str, queue: &str, limit: Option<usize>) -> Result<Vec
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
     channel
-        .queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(queue, QueueDeclareOptions::default())
         .await?;
     // no_ack: the broker forgets a message as soon as it is delivered.
     let options = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    let mut consumer = channel
-        .basic_consume(queue, "", options, FieldTable::new())
-        .await?;
+    let mut consumer = channel.basic_consume(queue, "", options).await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
     let mut received = Vec::new();
     while limit.is_none_or(|n| received.len() < n) {

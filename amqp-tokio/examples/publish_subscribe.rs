@@ -8,7 +8,7 @@
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
-    ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use futures_util::StreamExt;
 
@@ -19,12 +19,7 @@ pub async fn emit_log(uri: &str, exchange: &str, message: &str) -> Result<(), Er
     let conn = Connection::connect(uri).await?;
     let channel = conn.open_channel().await?;
     channel
-        .exchange_declare(
-            exchange,
-            "fanout",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "fanout", ExchangeDeclareOptions::default())
         .await?;
     let props = BasicProperties::default();
     channel
@@ -44,36 +39,21 @@ pub async fn emit_log(uri: &str, exchange: &str, message: &str) -> Result<(), Er
 /// Binds a new server-named, exclusive queue to `exchange` and consumes from it.
 pub async fn subscribe(channel: &Channel, exchange: &str) -> Result<Consumer, Error> {
     channel
-        .exchange_declare(
-            exchange,
-            "fanout",
-            ExchangeDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .exchange_declare(exchange, "fanout", ExchangeDeclareOptions::default())
         .await?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .await?;
+    let queue = channel.queue_declare("", exclusive).await?;
     channel
-        .queue_bind(
-            &queue.name,
-            exchange,
-            "",
-            QueueBindOptions::default(),
-            FieldTable::new(),
-        )
+        .queue_bind(&queue.name, exchange, "", QueueBindOptions::default())
         .await?;
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    Ok(channel
-        .basic_consume(&queue.name, "", no_ack, FieldTable::new())
-        .await?)
+    Ok(channel.basic_consume(&queue.name, "", no_ack).await?)
 }
 
 /// Prints what `consumer` receives; stops after `limit` messages if given.

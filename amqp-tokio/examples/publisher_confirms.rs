@@ -135,9 +135,7 @@ async fn main() -> Result<(), Error> {
         exclusive: true,
         ..Default::default()
     };
-    let queue = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .await?;
+    let queue = channel.queue_declare("", exclusive).await?;
 
     let t = Instant::now();
     individually(&channel, &queue.name, count).await?;

@@ -9,7 +9,7 @@
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
-    Connection, FieldTable, QueueDeclareOptions,
+    Connection, QueueDeclareOptions,
 };
 use futures_util::StreamExt;
 
@@ -25,11 +25,11 @@ fn fib(n: u64) -> u64 {
 /// knows when the server is ready.
 pub async fn listen(channel: &Channel, queue: &str) -> Result<amqp_tokio::Consumer, Error> {
     channel
-        .queue_declare(queue, QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(queue, QueueDeclareOptions::default())
         .await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
     let consumer = channel
-        .basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())
+        .basic_consume(queue, "", BasicConsumeOptions::default())
         .await?;
     println!(" [x] Awaiting RPC requests");
     Ok(consumer)
@@ -74,16 +74,12 @@ pub async fn call(channel: &Channel, queue: &str, n: u64) -> Result<u64, Error> 
         exclusive: true,
         ..Default::default()
     };
-    let callback = channel
-        .queue_declare("", exclusive, FieldTable::new())
-        .await?;
+    let callback = channel.queue_declare("", exclusive).await?;
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    let mut replies = channel
-        .basic_consume(&callback.name, "", no_ack, FieldTable::new())
-        .await?;
+    let mut replies = channel.basic_consume(&callback.name, "", no_ack).await?;
 
     let correlation_id = format!("{n}-{:?}", std::time::SystemTime::now());
     let props = BasicProperties::default()

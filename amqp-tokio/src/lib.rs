@@ -16,8 +16,7 @@
 //!     let channel = conn.open_channel().await?;
 //!
 //!     let queue = channel
-//!         .queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() },
-//!             FieldTable::new())
+//!         .queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() })
 //!         .await?;
 //!
 //!     channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -28,7 +27,7 @@
 //!     assert!(confirm.await.is_ack());
 //!
 //!     let mut consumer = channel
-//!         .basic_consume(&queue.name, "", BasicConsumeOptions::default(), FieldTable::new())
+//!         .basic_consume(&queue.name, "", BasicConsumeOptions::default())
 //!         .await?;
 //!     if let Some(delivery) = consumer.next().await {
 //!         let delivery = delivery?;
@@ -120,13 +119,13 @@
 //! use amqp_tokio::{ExchangeDeclareOptions, FieldTable, QueueBindOptions, QueueDeclareOptions};
 //!
 //! let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-//! channel.exchange_declare("orders", "topic", durable, FieldTable::new()).await?;
+//! channel.exchange_declare("orders", "topic", durable).await?;
 //! // Queue arguments are a field table of the broker's x- settings.
 //! let args = FieldTable::new().with("x-queue-type", "quorum").with("x-max-length", 10_000i32);
 //! let options = QueueDeclareOptions { durable: true, ..Default::default() };
-//! let queue = channel.queue_declare("orders.eu", options, args).await?;
+//! let queue = channel.queue_declare("orders.eu", QueueDeclareOptions { arguments: args, ..options }).await?;
 //! channel
-//!     .queue_bind(&queue.name, "orders", "eu.#", QueueBindOptions::default(), FieldTable::new())
+//!     .queue_bind(&queue.name, "orders", "eu.#", QueueBindOptions::default())
 //!     .await?;
 //! println!("{} holds {} messages", queue.name, queue.message_count);
 //! # Ok(()) }
@@ -193,7 +192,7 @@
 //!
 //! channel.basic_qos(50, BasicQosOptions::default()).await?; // at most 50 unacked
 //! let mut consumer = channel
-//!     .basic_consume("orders.eu", "", BasicConsumeOptions::default(), FieldTable::new())
+//!     .basic_consume("orders.eu", "", BasicConsumeOptions::default())
 //!     .await?;
 //! while let Some(delivery) = consumer.next().await {
 //!     let delivery = delivery?; // Err: the channel or connection closed, with why
@@ -218,7 +217,7 @@
 //!
 //! let channel = conn.open_channel().await?;
 //! let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-//! match channel.queue_declare("maybe-there", passive, FieldTable::new()).await {
+//! match channel.queue_declare("maybe-there", passive).await {
 //!     Ok(queue) => println!("{} exists", queue.name),
 //!     Err(e) if e.kind() == ErrorKind::NotFound => println!("no such queue: {e}"),
 //!     Err(e) => return Err(e.into()),

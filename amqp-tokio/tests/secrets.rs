@@ -18,7 +18,7 @@ use std::time::Duration;
 use amqp_conformance::node::{BrokerNode, shared_tls_node};
 use amqp_tokio::{
     BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, ConnectOptions,
-    Connection, ErrorKind, FieldTable, QueueDeclareOptions, TlsOptions,
+    Connection, ErrorKind, QueueDeclareOptions, TlsOptions,
 };
 
 /// Every test is bounded: a hang is a failure.
@@ -44,10 +44,7 @@ async fn round_trip(conn: &Connection, body: &'static str) {
         exclusive: true,
         ..Default::default()
     };
-    let q = ch
-        .queue_declare("", options, FieldTable::new())
-        .await
-        .unwrap();
+    let q = ch.queue_declare("", options).await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions,
-    Connection, ErrorKind, FieldTable, QueueDeclareOptions,
+    Connection, ErrorKind, QueueDeclareOptions,
 };
 use futures_util::StreamExt;
 
@@ -35,7 +35,7 @@ async fn private_queue(ch: &Channel) -> String {
         exclusive: true,
         ..Default::default()
     };
-    let q = ch.queue_declare("", options, FieldTable::new()).await;
+    let q = ch.queue_declare("", options).await;
     q.unwrap().name.to_string()
 }
 
@@ -73,19 +73,14 @@ async fn dropping_the_last_handle_closes_the_connection() {
         let name = private_queue(&ch).await;
         drop(conn);
         // The channel keeps the connection alive.
-        ch.queue_declare(&name, passive(), FieldTable::new())
-            .await
-            .unwrap();
+        ch.queue_declare(&name, passive()).await.unwrap();
         drop(ch);
 
         // Once the connection is gone, the broker deletes its exclusive queue.
         let other = connect().await;
         eventually("the connection was not closed", || async {
             let probe = other.open_channel().await.unwrap();
-            match probe
-                .queue_declare(&name, passive(), FieldTable::new())
-                .await
-            {
+            match probe.queue_declare(&name, passive()).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => true,
                 Err(e) if e.kind() == ErrorKind::ResourceLocked => false,
                 Err(e) => panic!("unexpected: {e}"),
@@ -108,17 +103,15 @@ async fn dropping_a_channel_closes_it() {
             exclusive: true,
             ..Default::default()
         };
-        let consumer = ch
-            .basic_consume(&queue, "", only, FieldTable::new())
-            .await
-            .unwrap();
+        let consumer = ch.basic_consume(&queue, "", only.clone()).await.unwrap();
         drop(consumer);
         drop(ch);
 
         // Once the channel is closed its exclusive consumer is gone, so another can start.
         eventually("the dropped channel was not closed", || async {
+            let only = only.clone();
             let ch2 = conn.open_channel().await.unwrap();
-            match ch2.basic_consume(&queue, "", only, FieldTable::new()).await {
+            match ch2.basic_consume(&queue, "", only).await {
                 Ok(_) => true,
                 Err(e) => {
                     assert_eq!(e.kind(), ErrorKind::AccessRefused, "{e}");
@@ -144,7 +137,7 @@ async fn concurrent_publishers_and_consumer_across_threads() {
             .await
             .unwrap();
         let mut consumer = consuming
-            .basic_consume(&name, "", BasicConsumeOptions::default(), FieldTable::new())
+            .basic_consume(&name, "", BasicConsumeOptions::default())
             .await
             .unwrap();
         let receiver = tokio::spawn(async move {

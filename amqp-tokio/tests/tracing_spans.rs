@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use amqp_tokio::{ConnectOptions, ErrorKind, FieldTable, QueueDeclareOptions};
+use amqp_tokio::{ConnectOptions, ErrorKind, QueueDeclareOptions};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -53,7 +53,7 @@ async fn connection_and_channel_spans_carry_name_endpoint_and_number() {
         ..Default::default()
     };
     let err = ch
-        .queue_declare("amqp-tracing-no-such-queue", passive, FieldTable::new())
+        .queue_declare("amqp-tracing-no-such-queue", passive)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);

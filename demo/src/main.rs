@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, Confirmation, Connection, FieldTable, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ConfirmSelectOptions, Confirmation, Connection, QueueDeclareOptions, QueueDeleteOptions,
 };
 use futures_util::StreamExt;
 
@@ -75,7 +74,6 @@ async fn run() -> Result<(), BoxError> {
                 auto_delete: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .await?;
     println!(
@@ -140,12 +138,7 @@ async fn run() -> Result<(), BoxError> {
     let cpu = CpuClock::start();
     let t = Instant::now();
     let mut consumer = channel
-        .basic_consume(
-            &queue.name,
-            "demo",
-            BasicConsumeOptions::default(),
-            FieldTable::new(),
-        )
+        .basic_consume(&queue.name, "demo", BasicConsumeOptions::default())
         .await?;
     let mut received = 0usize;
     let mut bytes = 0usize;

@@ -226,15 +226,9 @@ fn setup(selector: u8) -> Harness {
         Frame::Method(two.0, ChannelOpenOk::default().into()),
     ]);
     h.settle(0);
-    let id = h.conn.confirm_select(one, false);
+    let id = h.conn.confirm_select(one, ConfirmSelectOptions::default());
     h.books.issued(id, one.0);
-    let id = h.conn.basic_consume(
-        one,
-        "q",
-        "c1",
-        BasicConsumeOptions::default(),
-        FieldTable::new(),
-    );
+    let id = h.conn.basic_consume(one, "q", "c1", BasicConsumeOptions::default());
     h.books.issued(id, one.0);
     h.feed_frames(&[
         Frame::Method(one.0, ConfirmSelectOk {}.into()),
@@ -250,7 +244,7 @@ fn setup(selector: u8) -> Harness {
     h.publish(one.0, false, 10);
     h.publish(one.0, true, 5000);
     h.publish(one.0, false, 0);
-    let id = h.conn.basic_qos(two, 10, 0, false);
+    let id = h.conn.basic_qos(two, 10, BasicQosOptions::default());
     h.books.issued(id, two.0);
     let id = h.conn.update_secret(b"token", "fuzz");
     h.books.issued(id, 0);

@@ -11,7 +11,7 @@
 //!
 //! let (mut pair, conn) = ClientPair::connected();
 //! let ch = pair.open_channel(&conn);
-//! let mut declare = Task::spawn(ch.queue_declare("jobs", QueueDeclareOptions::default(), FieldTable::new()));
+//! let mut declare = Task::spawn(ch.queue_declare("jobs", QueueDeclareOptions::default()));
 //! let Method::QueueDeclare(m) = pair.expect_method(1) else { panic!("not a declare") };
 //! assert!(declare.poll().is_pending());
 //! pair.send_method(1, QueueDeclareOk { queue: m.queue, message_count: 3, consumer_count: 0 });

@@ -10,7 +10,7 @@
 //!
 //! let mut pair = Pair::connected();
 //! let ch = pair.open_channel();
-//! let id = pair.client.queue_declare(ch, "jobs", QueueDeclareOptions::default(), FieldTable::new()).unwrap();
+//! let id = pair.client.queue_declare(ch, "jobs", QueueDeclareOptions::default()).unwrap();
 //! let Method::QueueDeclare(declare) = pair.expect_method(ch.0) else { panic!("not a declare") };
 //! assert_eq!(declare.queue.as_str(), "jobs");
 //! pair.send_method(ch.0, QueueDeclareOk { queue: declare.queue, message_count: 3, consumer_count: 0 });
@@ -47,10 +47,11 @@ use std::time::{Duration, Instant};
 use amqp_proto::frame::decode_protocol_header;
 use amqp_proto::{
     BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicProperties, BasicPublish,
-    BasicPublishOptions, ChannelId, ChannelOpenOk, ConfirmSelectOk, Connection, ConnectionClose,
-    ConnectionCloseOk, ConnectionConfig, ConnectionOpenOk, ConnectionStart, ConnectionTune,
-    ContentHeader, Delivery, DeliveryTag, Error, Event, FieldTable, Frame, FrameDecoder,
-    LongString, Method, Reply, ReplyCode, RequestId, ShortString, Transmit,
+    BasicPublishOptions, ChannelId, ChannelOpenOk, ConfirmSelectOk, ConfirmSelectOptions,
+    Connection, ConnectionClose, ConnectionCloseOk, ConnectionConfig, ConnectionOpenOk,
+    ConnectionStart, ConnectionTune, ContentHeader, Delivery, DeliveryTag, Error, Event,
+    FieldTable, Frame, FrameDecoder, LongString, Method, Reply, ReplyCode, RequestId, ShortString,
+    Transmit,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -534,13 +535,7 @@ impl Pair {
     pub fn start_consumer(&mut self, ch: ChannelId, queue: &str, tag: &str) -> ShortString {
         let id = self
             .client
-            .basic_consume(
-                ch,
-                queue,
-                tag,
-                BasicConsumeOptions::default(),
-                FieldTable::new(),
-            )
+            .basic_consume(ch, queue, tag, BasicConsumeOptions::default())
             .expect("basic_consume");
         match self.expect_method(ch.0) {
             Method::BasicConsume(m) => assert_eq!(m.queue.as_str(), queue),
@@ -566,7 +561,7 @@ impl Pair {
     pub fn select_confirms(&mut self, ch: ChannelId) {
         let id = self
             .client
-            .confirm_select(ch, false)
+            .confirm_select(ch, ConfirmSelectOptions::default())
             .expect("confirm_select");
         match self.expect_method(ch.0) {
             Method::ConfirmSelect(_) => {}

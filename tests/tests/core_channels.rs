@@ -3,12 +3,14 @@
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicCancel, BasicCancelOk, BasicConsumeOptions, BasicGetEmpty, BasicGetOk, BasicProperties,
-    BasicQosOk, BasicRecoverOk, ChannelCloseOk, ChannelFlowOk, ChannelId, ChannelOpenOk,
-    ConfirmSelectOk, ConnectionConfig, ConnectionUpdateSecretOk, ConsumerEnd, DeliveryTag, Error,
-    Event, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeclareOptions, ExchangeDeleteOk,
-    ExchangeUnbindOk, FieldTable, FieldValue, Method, Misuse, QueueBindOk, QueueDeclareOk,
-    QueueDeclareOptions, QueueDeleteOk, QueueDeleteOptions, QueuePurgeOk, QueueUnbindOk, Reply,
+    BasicCancel, BasicCancelOk, BasicCancelOptions, BasicConsumeOptions, BasicGetEmpty, BasicGetOk,
+    BasicGetOptions, BasicProperties, BasicQosOk, BasicQosOptions, BasicRecoverOk, ChannelCloseOk,
+    ChannelFlowOk, ChannelId, ChannelOpenOk, ConfirmSelectOk, ConfirmSelectOptions,
+    ConnectionConfig, ConnectionUpdateSecretOk, ConsumerEnd, DeliveryTag, Error, Event,
+    ExchangeBindOk, ExchangeBindOptions, ExchangeDeclareOk, ExchangeDeclareOptions,
+    ExchangeDeleteOk, ExchangeDeleteOptions, ExchangeUnbindOk, FieldTable, FieldValue, Method,
+    Misuse, QueueBindOk, QueueBindOptions, QueueDeclareOk, QueueDeclareOptions, QueueDeleteOk,
+    QueueDeleteOptions, QueuePurgeOk, QueuePurgeOptions, QueueUnbindOk, QueueUnbindOptions, Reply,
     ReplyCode, RequestId, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
 
@@ -79,13 +81,14 @@ fn channel_max_zero_means_no_limit() {
 fn commands_on_a_channel_that_is_not_open_are_refused() {
     let mut pair = Pair::connected();
     assert!(matches!(
-        pair.client.basic_qos(ChannelId(7), 1, 0, false),
+        pair.client
+            .basic_qos(ChannelId(7), 1, BasicQosOptions::default()),
         Err(Error::Usage(Misuse::NoSuchChannel))
     ));
     let (ch, _) = pair.client.open_channel().unwrap();
     // Still opening.
     assert!(matches!(
-        pair.client.basic_qos(ch, 1, 0, false),
+        pair.client.basic_qos(ch, 1, BasicQosOptions::default()),
         Err(Error::Usage(Misuse::ChannelOpening))
     ));
     assert!(matches!(pair.expect_method(ch.0), Method::ChannelOpen(_)));
@@ -106,7 +109,15 @@ fn exchange_declare_delete_bind_unbind() {
     };
     let id = pair
         .client
-        .exchange_declare(ch, "logs", "topic", options, args.clone())
+        .exchange_declare(
+            ch,
+            "logs",
+            "topic",
+            ExchangeDeclareOptions {
+                arguments: args.clone(),
+                ..options
+            },
+        )
         .unwrap();
     let Method::ExchangeDeclare(m) = pair.expect_method(ch.0) else {
         panic!("declare")
@@ -121,7 +132,7 @@ fn exchange_declare_delete_bind_unbind() {
 
     let id = pair
         .client
-        .exchange_bind(ch, "dst", "logs", "a.#", FieldTable::new(), false)
+        .exchange_bind(ch, "dst", "logs", "a.#", ExchangeBindOptions::default())
         .unwrap();
     let Method::ExchangeBind(m) = pair.expect_method(ch.0) else {
         panic!("bind")
@@ -141,7 +152,7 @@ fn exchange_declare_delete_bind_unbind() {
 
     let id = pair
         .client
-        .exchange_unbind(ch, "dst", "logs", "a.#", FieldTable::new(), false)
+        .exchange_unbind(ch, "dst", "logs", "a.#", ExchangeBindOptions::default())
         .unwrap();
     let Method::ExchangeUnbind(m) = pair.expect_method(ch.0) else {
         panic!("unbind")
@@ -154,7 +165,14 @@ fn exchange_declare_delete_bind_unbind() {
 
     let id = pair
         .client
-        .exchange_delete(ch, "logs", true, false)
+        .exchange_delete(
+            ch,
+            "logs",
+            ExchangeDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let Method::ExchangeDelete(m) = pair.expect_method(ch.0) else {
         panic!("delete")
@@ -180,7 +198,14 @@ fn queue_declare_bind_unbind_purge_delete() {
     };
     let id = pair
         .client
-        .queue_declare(ch, "", options, args.clone())
+        .queue_declare(
+            ch,
+            "",
+            QueueDeclareOptions {
+                arguments: args.clone(),
+                ..options
+            },
+        )
         .unwrap();
     let Method::QueueDeclare(m) = pair.expect_method(ch.0) else {
         panic!("declare")
@@ -204,7 +229,7 @@ fn queue_declare_bind_unbind_purge_delete() {
 
     let id = pair
         .client
-        .queue_bind(ch, "amq.gen-123", "logs", "k", FieldTable::new(), false)
+        .queue_bind(ch, "amq.gen-123", "logs", "k", QueueBindOptions::default())
         .unwrap();
     let Method::QueueBind(m) = pair.expect_method(ch.0) else {
         panic!("bind")
@@ -221,7 +246,13 @@ fn queue_declare_bind_unbind_purge_delete() {
 
     let id = pair
         .client
-        .queue_unbind(ch, "amq.gen-123", "logs", "k", FieldTable::new())
+        .queue_unbind(
+            ch,
+            "amq.gen-123",
+            "logs",
+            "k",
+            QueueUnbindOptions::default(),
+        )
         .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::QueueUnbind(_)));
     assert_eq!(
@@ -229,7 +260,10 @@ fn queue_declare_bind_unbind_purge_delete() {
         Reply::QueueUnbound
     );
 
-    let id = pair.client.queue_purge(ch, "amq.gen-123", false).unwrap();
+    let id = pair
+        .client
+        .queue_purge(ch, "amq.gen-123", QueuePurgeOptions::default())
+        .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::QueuePurge(_)));
     assert_eq!(
         answer(&mut pair, ch, id, QueuePurgeOk { message_count: 9 }),
@@ -258,7 +292,17 @@ fn queue_declare_bind_unbind_purge_delete() {
 fn qos_recover_and_recover_async() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.basic_qos(ch, 50, 0, true).unwrap();
+    let id = pair
+        .client
+        .basic_qos(
+            ch,
+            50,
+            BasicQosOptions {
+                global: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let Method::BasicQos(m) = pair.expect_method(ch.0) else {
         panic!("qos")
     };
@@ -296,7 +340,6 @@ fn consume_then_client_cancel() {
                 exclusive: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     let Method::BasicConsume(m) = pair.expect_method(ch.0) else {
@@ -317,7 +360,10 @@ fn consume_then_client_cancel() {
     pair.deliver(ch.0, "amq.ctag-1", 1, b"x");
     assert_eq!(pair.expect_delivery().consumer_tag.as_str(), "amq.ctag-1");
 
-    let id = pair.client.basic_cancel(ch, "amq.ctag-1", false).unwrap();
+    let id = pair
+        .client
+        .basic_cancel(ch, "amq.ctag-1", BasicCancelOptions::default())
+        .unwrap();
     let Method::BasicCancel(m) = pair.expect_method(ch.0) else {
         panic!("cancel")
     };
@@ -396,7 +442,10 @@ fn server_cancel_ends_the_consumer() {
 fn get_ok_and_get_empty() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.basic_get(ch, "jobs", true).unwrap();
+    let id = pair
+        .client
+        .basic_get(ch, "jobs", BasicGetOptions { no_ack: true })
+        .unwrap();
     let Method::BasicGet(m) = pair.expect_method(ch.0) else {
         panic!("get")
     };
@@ -423,7 +472,10 @@ fn get_ok_and_get_empty() {
     assert_eq!(msg.delivery.channel, ch);
     assert!(msg.delivery.consumer_tag.is_empty());
 
-    let id = pair.client.basic_get(ch, "jobs", false).unwrap();
+    let id = pair
+        .client
+        .basic_get(ch, "jobs", BasicGetOptions::default())
+        .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicGet(_)));
     assert_eq!(
         answer(&mut pair, ch, id, BasicGetEmpty::default()),
@@ -435,7 +487,10 @@ fn get_ok_and_get_empty() {
 fn get_ok_completes_only_when_its_body_has_arrived() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.basic_get(ch, "jobs", false).unwrap();
+    let id = pair
+        .client
+        .basic_get(ch, "jobs", BasicGetOptions::default())
+        .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicGet(_)));
     pair.send_method(
         ch.0,
@@ -492,7 +547,10 @@ fn tx_select_commit_rollback() {
 fn confirm_select() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.confirm_select(ch, false).unwrap();
+    let id = pair
+        .client
+        .confirm_select(ch, ConfirmSelectOptions::default())
+        .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::ConfirmSelect(m) if !m.nowait));
     assert_eq!(
         answer(&mut pair, ch, id, ConfirmSelectOk {}),
@@ -575,15 +633,42 @@ fn nowait_variants_complete_at_once() {
     };
     let ids = [
         pair.client
-            .exchange_declare(ch, "e", "direct", nowait_declare, FieldTable::new())
+            .exchange_declare(ch, "e", "direct", nowait_declare)
             .unwrap(),
         pair.client
-            .exchange_bind(ch, "d", "e", "k", FieldTable::new(), true)
+            .exchange_bind(
+                ch,
+                "d",
+                "e",
+                "k",
+                ExchangeBindOptions {
+                    nowait: true,
+                    ..Default::default()
+                },
+            )
             .unwrap(),
         pair.client
-            .exchange_unbind(ch, "d", "e", "k", FieldTable::new(), true)
+            .exchange_unbind(
+                ch,
+                "d",
+                "e",
+                "k",
+                ExchangeBindOptions {
+                    nowait: true,
+                    ..Default::default()
+                },
+            )
             .unwrap(),
-        pair.client.exchange_delete(ch, "e", false, true).unwrap(),
+        pair.client
+            .exchange_delete(
+                ch,
+                "e",
+                ExchangeDeleteOptions {
+                    nowait: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
         pair.client
             .queue_declare(
                 ch,
@@ -592,13 +677,23 @@ fn nowait_variants_complete_at_once() {
                     nowait: true,
                     ..Default::default()
                 },
-                FieldTable::new(),
             )
             .unwrap(),
         pair.client
-            .queue_bind(ch, "q", "e", "k", FieldTable::new(), true)
+            .queue_bind(
+                ch,
+                "q",
+                "e",
+                "k",
+                QueueBindOptions {
+                    nowait: true,
+                    ..Default::default()
+                },
+            )
             .unwrap(),
-        pair.client.queue_purge(ch, "q", true).unwrap(),
+        pair.client
+            .queue_purge(ch, "q", QueuePurgeOptions { nowait: true })
+            .unwrap(),
         pair.client
             .queue_delete(
                 ch,
@@ -609,7 +704,9 @@ fn nowait_variants_complete_at_once() {
                 },
             )
             .unwrap(),
-        pair.client.confirm_select(ch, true).unwrap(),
+        pair.client
+            .confirm_select(ch, ConfirmSelectOptions { nowait: true })
+            .unwrap(),
     ];
     for id in ids {
         assert_eq!(pair.expect_completed(id), Ok(Reply::Sent));
@@ -644,7 +741,6 @@ fn nowait_variants_complete_at_once() {
                 nowait: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     assert_eq!(
@@ -656,7 +752,10 @@ fn nowait_variants_complete_at_once() {
     assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(m) if m.no_wait));
     pair.deliver(ch.0, "c1", 1, b"hi");
     assert_eq!(&pair.expect_delivery().body[..], b"hi");
-    let id = pair.client.basic_cancel(ch, "c1", true).unwrap();
+    let id = pair
+        .client
+        .basic_cancel(ch, "c1", BasicCancelOptions { nowait: true })
+        .unwrap();
     assert_eq!(
         pair.expect_event(),
         Event::ConsumerEnded {
@@ -685,8 +784,7 @@ fn nowait_consume_needs_a_tag() {
         ..Default::default()
     };
     assert!(matches!(
-        pair.client
-            .basic_consume(ch, "q", "", options, FieldTable::new()),
+        pair.client.basic_consume(ch, "q", "", options),
         Err(Error::Usage(Misuse::NowaitConsumeWithoutTag))
     ));
     pair.expect_silence();
@@ -698,14 +796,20 @@ fn several_outstanding_requests_on_one_channel_are_matched_in_order() {
     let ch = pair.open_channel();
     let a = pair
         .client
-        .queue_declare(ch, "a", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "a", QueueDeclareOptions::default())
         .unwrap();
     let b = pair
         .client
-        .queue_declare(ch, "b", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "b", QueueDeclareOptions::default())
         .unwrap();
-    let c = pair.client.queue_purge(ch, "a", false).unwrap();
-    let d = pair.client.basic_qos(ch, 10, 0, false).unwrap();
+    let c = pair
+        .client
+        .queue_purge(ch, "a", QueuePurgeOptions::default())
+        .unwrap();
+    let d = pair
+        .client
+        .basic_qos(ch, 10, BasicQosOptions::default())
+        .unwrap();
     for _ in 0..4 {
         pair.next_frame().expect("request sent");
     }
@@ -755,7 +859,10 @@ fn requests_on_different_channels_are_matched_per_channel() {
     let mut pair = Pair::connected();
     let one = pair.open_channel();
     let two = pair.open_channel();
-    let a = pair.client.basic_qos(one, 1, 0, false).unwrap();
+    let a = pair
+        .client
+        .basic_qos(one, 1, BasicQosOptions::default())
+        .unwrap();
     let b = pair.client.tx_select(two).unwrap();
     pair.next_frame();
     pair.next_frame();
@@ -770,7 +877,10 @@ fn requests_on_different_channels_are_matched_per_channel() {
 fn a_reply_that_does_not_answer_the_oldest_request_is_505() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.basic_qos(ch, 1, 0, false).unwrap();
+    let id = pair
+        .client
+        .basic_qos(ch, 1, BasicQosOptions::default())
+        .unwrap();
     pair.next_frame();
     pair.send_method(ch.0, TxSelectOk {});
     let Method::ConnectionClose(close) = pair.expect_method(0) else {
@@ -822,7 +932,14 @@ fn field_table_arguments_survive_the_round_trip() {
         .with("x-dead-letter-exchange", "dlx")
         .with("nested", FieldTable::new().with("flag", true));
     pair.client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), args.clone())
+        .queue_declare(
+            ch,
+            "q",
+            QueueDeclareOptions {
+                arguments: args.clone(),
+                ..Default::default()
+            },
+        )
         .unwrap();
     let Method::QueueDeclare(m) = pair.expect_method(ch.0) else {
         panic!("declare")
@@ -845,7 +962,14 @@ fn a_method_larger_than_frame_max_is_refused_and_nothing_is_sent() {
     let big = FieldTable::new().with("x-big", "v".repeat(5000).as_str());
     let err = pair
         .client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), big.clone())
+        .queue_declare(
+            ch,
+            "q",
+            QueueDeclareOptions {
+                arguments: big.clone(),
+                ..Default::default()
+            },
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -865,7 +989,14 @@ fn a_method_larger_than_frame_max_is_refused_and_nothing_is_sent() {
     let small = FieldTable::new().with("x-big", "v".repeat(3000).as_str());
     let id = pair
         .client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), small)
+        .queue_declare(
+            ch,
+            "q",
+            QueueDeclareOptions {
+                arguments: small,
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::QueueDeclare(_)));
     pair.send_method(

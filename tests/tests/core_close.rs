@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicQosOk, ChannelClose, ChannelCloseOk, ChannelId, Confirmation, ConnectionClose,
-    ConnectionCloseOk, ConnectionConfig, ConsumerEnd, Error, Event, FieldTable, Frame, Initiator,
-    Method, Misuse, QueueDeclareOk, QueueDeclareOptions, Reply, ReplyCode, RequestId, State,
+    BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId, Confirmation,
+    ConnectionClose, ConnectionCloseOk, ConnectionConfig, ConsumerEnd, Error, Event, Frame,
+    Initiator, Method, Misuse, QueueDeclareOk, QueueDeclareOptions, Reply, ReplyCode, RequestId,
+    State,
 };
 use bytes::Bytes;
 
@@ -21,7 +22,7 @@ fn busy(pair: &mut Pair) -> (ChannelId, RequestId) {
     pair.publish(ch, b"m", false);
     let id = pair
         .client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "q", QueueDeclareOptions::default())
         .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::QueueDeclare(_)));
     (ch, id)
@@ -127,7 +128,7 @@ fn client_channel_close() {
     assert_eq!(events.len(), 3);
     // Commands on the closing channel are refused; closing again too.
     assert!(matches!(
-        pair.client.basic_qos(ch, 1, 0, false),
+        pair.client.basic_qos(ch, 1, BasicQosOptions::default()),
         Err(Error::Usage(Misuse::ChannelClosing))
     ));
     assert!(matches!(
@@ -212,7 +213,7 @@ fn server_channel_close() {
     assert_eq!(events.len(), 4);
     // The channel is gone; its number is free.
     assert!(matches!(
-        pair.client.basic_qos(ch, 1, 0, false),
+        pair.client.basic_qos(ch, 1, BasicQosOptions::default()),
         Err(Error::Usage(_))
     ));
     assert!(pair.client.is_open());
@@ -310,7 +311,12 @@ fn server_connection_close() {
     assert_eq!(events.len(), 6);
     // Commands afterwards return the same error.
     assert_eq!(pair.client.open_channel().unwrap_err(), error);
-    assert_eq!(pair.client.basic_qos(ch, 1, 0, false).unwrap_err(), error);
+    assert_eq!(
+        pair.client
+            .basic_qos(ch, 1, BasicQosOptions::default())
+            .unwrap_err(),
+        error
+    );
     assert_eq!(pair.client.close(pair.now, "x").unwrap_err(), error);
     assert_eq!(
         pair.client

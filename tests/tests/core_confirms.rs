@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicAck, BasicNack, BasicProperties, BasicReturn, ChannelClose, ChannelId, Confirmation,
-    ConnectionClose, DeliveryTag, Error, Event, Initiator, ReplyCode, ReturnedMessage,
+    BasicAck, BasicNack, BasicProperties, BasicReturn, ChannelClose, ChannelId,
+    ConfirmSelectOptions, Confirmation, ConnectionClose, DeliveryTag, Error, Event, Initiator,
+    ReplyCode, ReturnedMessage,
 };
 
 fn confirming() -> (Pair, ChannelId) {
@@ -77,7 +78,10 @@ fn tags_start_at_one_and_count_per_channel() {
 fn publishes_before_select_ok_are_numbered_too() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    let id = pair.client.confirm_select(ch, false).unwrap();
+    let id = pair
+        .client
+        .confirm_select(ch, ConfirmSelectOptions::default())
+        .unwrap();
     pair.next_frame();
     assert_eq!(pair.publish(ch, b"m", false), Some(DeliveryTag(1)));
     pair.send_method(ch.0, amqp_proto::ConfirmSelectOk {});

@@ -356,7 +356,6 @@ fn a_violation_fails_the_consumer_and_pending_requests() {
             amqp_proto::ChannelId(1),
             "x",
             QueueDeclareOptions::default(),
-            FieldTable::new(),
         )
         .unwrap();
     pair.next_frame();

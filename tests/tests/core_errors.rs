@@ -5,7 +5,7 @@
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
     BasicProperties, ConnectionConfig, ConnectionOpen, ConnectionStart, ContentHeader, Error,
-    Event, FieldTable, Frame, QueueDeclareOptions, ReplyCode,
+    Event, Frame, QueueDeclareOptions, ReplyCode,
 };
 use bytes::{BufMut, BytesMut};
 
@@ -26,7 +26,7 @@ fn garbage_after_the_handshake_closes_with_501_at_once() {
     let ch = pair.open_channel();
     let id = pair
         .client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "q", QueueDeclareOptions::default())
         .unwrap();
     pair.next_frame();
     pair.send_raw(b"\x42this is not AMQP at all");

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicProperties, BasicPublishOptions, ChannelFlow, ChannelId, ConnectionBlocked,
-    ConnectionConfig, ConnectionUnblocked, DeliveryTag, Error, Event, FieldTable, Frame, Method,
-    QueueDeclareOptions, WouldBlock,
+    BasicProperties, BasicPublishOptions, BasicQosOptions, ChannelFlow, ChannelId,
+    ConnectionBlocked, ConnectionConfig, ConnectionUnblocked, DeliveryTag, Error, Event, Frame,
+    Method, QueueDeclareOptions, WouldBlock,
 };
 use bytes::Bytes;
 
@@ -70,12 +70,7 @@ fn server_channel_flow_pauses_publishing_on_that_channel_only() {
         .unwrap();
     assert!(matches!(pair.expect_method(paused.0), Method::BasicAck(_)));
     pair.client
-        .queue_declare(
-            paused,
-            "q",
-            QueueDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .queue_declare(paused, "q", QueueDeclareOptions::default())
         .unwrap();
     assert!(matches!(
         pair.expect_method(paused.0),
@@ -127,7 +122,9 @@ fn connection_blocked_holds_back_publishes_only() {
     // Acks, other commands and heartbeats still go out.
     pair.client.basic_ack(ch, DeliveryTag(3), false).unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicAck(_)));
-    pair.client.basic_qos(ch, 5, 0, false).unwrap();
+    pair.client
+        .basic_qos(ch, 5, BasicQosOptions::default())
+        .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicQos(_)));
     pair.advance(Duration::from_secs(30));
     assert_eq!(pair.next_frame(), Some(Frame::Heartbeat));
@@ -182,7 +179,9 @@ fn output_past_the_high_water_mark_refuses_publishes_until_drained() {
     );
     // Acks and commands are never held back.
     pair.client.basic_ack(ch, DeliveryTag(1), false).unwrap();
-    pair.client.basic_qos(ch, 1, 0, false).unwrap();
+    pair.client
+        .basic_qos(ch, 1, BasicQosOptions::default())
+        .unwrap();
 
     // A short write: still above the mark.
     let total = pair.client.transmit_len();

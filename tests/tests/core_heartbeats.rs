@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
-use amqp_proto::{BasicQosOk, ConnectionConfig, Error, Frame};
+use amqp_proto::{BasicQosOk, BasicQosOptions, ConnectionConfig, Error, Frame};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -40,7 +40,9 @@ fn outbound_traffic_postpones_the_heartbeat() {
     let t0 = pair.now;
     pair.advance(secs(20));
     pair.expect_silence();
-    pair.client.basic_qos(ch, 1, 0, false).unwrap(); // at t0 + 20
+    pair.client
+        .basic_qos(ch, 1, BasicQosOptions::default())
+        .unwrap(); // at t0 + 20
     pair.next_frame();
     // The peer answering keeps it alive but does not count as our traffic.
     pair.send_method(ch.0, BasicQosOk {});

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
 use amqp_proto::{
-    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicNack,
-    BasicProperties, BasicPublishOptions, BasicReturn, ChannelId, ChannelOpenOk, ConfirmSelectOk,
-    Connection, ConnectionBlocked, ConnectionConfig, ConnectionOpenOk, ConnectionTune,
-    ConnectionUnblocked, DeliveryTag, FieldTable, Frame, FrameDecoder, Method, Metrics,
-    ShortString,
+    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicGetOptions,
+    BasicNack, BasicProperties, BasicPublishOptions, BasicReturn, ChannelId, ChannelOpenOk,
+    ConfirmSelectOk, ConfirmSelectOptions, Connection, ConnectionBlocked, ConnectionConfig,
+    ConnectionOpenOk, ConnectionTune, ConnectionUnblocked, DeliveryTag, Frame, FrameDecoder,
+    Method, Metrics, ShortString,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -136,7 +136,9 @@ fn every_counter_after_a_known_conversation() {
     let (ch, _) = w.client.open_channel().unwrap();
     w.drain();
     w.send(ch.0, ChannelOpenOk::default());
-    w.client.confirm_select(ch, false).unwrap();
+    w.client
+        .confirm_select(ch, ConfirmSelectOptions::default())
+        .unwrap();
     w.drain();
     w.send(ch.0, ConfirmSelectOk {});
     w.drain();
@@ -180,13 +182,7 @@ fn every_counter_after_a_known_conversation() {
 
     // A consumer with three deliveries: one acked, one nacked, one rejected; then a get.
     w.client
-        .basic_consume(
-            ch,
-            "q",
-            "c1",
-            BasicConsumeOptions::default(),
-            FieldTable::new(),
-        )
+        .basic_consume(ch, "q", "c1", BasicConsumeOptions::default())
         .unwrap();
     w.drain();
     w.send(
@@ -212,7 +208,9 @@ fn every_counter_after_a_known_conversation() {
         .basic_nack(ch, DeliveryTag(2), false, true)
         .unwrap();
     w.client.basic_reject(ch, DeliveryTag(3), false).unwrap();
-    w.client.basic_get(ch, "q", false).unwrap();
+    w.client
+        .basic_get(ch, "q", BasicGetOptions::default())
+        .unwrap();
     w.drain();
     let get_ok = BasicGetOk {
         delivery_tag: 4,

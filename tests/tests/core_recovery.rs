@@ -7,10 +7,10 @@ use std::time::Duration;
 use amqp_conformance::peer::{Pair, ScriptedPeer, rabbitmq_start};
 use amqp_proto::recovery::{Backoff, Endpoint, RecoveryConfig};
 use amqp_proto::{
-    BasicAck, BasicConsumeOk, BasicQosOk, ChannelClose, ChannelCloseOk, ChannelId, ChannelOpenOk,
-    ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig, ConnectionOpenOk,
-    ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk, FieldTable, Frame,
-    Method, QueueBindOk, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
+    BasicAck, BasicConsumeOk, BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId,
+    ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
+    ConnectionOpenOk, ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk,
+    Frame, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
 };
 
 /// Recovery with exact waits (no jitter): 1 s, 2 s, 4 s, ...; two endpoints.
@@ -88,14 +88,17 @@ fn s(x: &str) -> amqp_proto::ShortString {
 fn the_whole_replay_frame_by_frame_with_a_renamed_queue() {
     let mut pair = recovering_pair(None);
     let ch = pair.open_channel();
-    let id = pair.client.basic_qos(ch, 10, 0, false).unwrap();
+    let id = pair
+        .client
+        .basic_qos(ch, 10, BasicQosOptions::default())
+        .unwrap();
     pair.expect_method(ch.0);
     pair.send_method(ch.0, BasicQosOk {});
     pair.expect_completed(id).unwrap();
     pair.select_confirms(ch);
     let id = pair
         .client
-        .exchange_declare(ch, "logs", "fanout", Default::default(), FieldTable::new())
+        .exchange_declare(ch, "logs", "fanout", Default::default())
         .unwrap();
     pair.expect_method(ch.0);
     pair.send_method(ch.0, ExchangeDeclareOk {});
@@ -104,10 +107,7 @@ fn the_whole_replay_frame_by_frame_with_a_renamed_queue() {
         exclusive: true,
         ..Default::default()
     };
-    let id = pair
-        .client
-        .queue_declare(ch, "", options, FieldTable::new())
-        .unwrap();
+    let id = pair.client.queue_declare(ch, "", options).unwrap();
     pair.expect_method(ch.0);
     pair.send_method(
         ch.0,
@@ -120,7 +120,7 @@ fn the_whole_replay_frame_by_frame_with_a_renamed_queue() {
     pair.expect_completed(id).unwrap();
     let id = pair
         .client
-        .queue_bind(ch, "amq.gen-old", "logs", "", FieldTable::new(), false)
+        .queue_bind(ch, "amq.gen-old", "logs", "", QueueBindOptions::default())
         .unwrap();
     pair.expect_method(ch.0);
     pair.send_method(ch.0, QueueBindOk {});
@@ -401,7 +401,7 @@ fn a_failure_mid_replay_is_reported_and_the_rest_goes_on() {
     for name in ["taken", "fine"] {
         let id = pair
             .client
-            .queue_declare(ch, name, QueueDeclareOptions::default(), FieldTable::new())
+            .queue_declare(ch, name, QueueDeclareOptions::default())
             .unwrap();
         pair.expect_method(ch.0);
         pair.send_method(
@@ -487,7 +487,7 @@ fn unconfirmed_publishes_resolve_as_lost_and_requests_fail_with_the_cause() {
     ));
     let id = pair
         .client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "q", QueueDeclareOptions::default())
         .unwrap();
     pair.expect_method(ch.0);
     let events = lose_transport(&mut pair);

@@ -8,11 +8,11 @@
 
 use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
 use amqp_proto::{
-    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicNack,
-    BasicProperties, BasicPublishOptions, BasicReturn, ChannelFlow, ChannelOpenOk, ConfirmSelectOk,
-    Confirmation, Connection, ConnectionBlocked, ConnectionClose, ConnectionConfig,
-    ConnectionOpenOk, ConnectionTune, ConnectionUnblocked, ContentHeader, Error, Event, FieldTable,
-    Frame, Reply, ShortString,
+    BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicGetOptions,
+    BasicNack, BasicProperties, BasicPublishOptions, BasicReturn, ChannelFlow, ChannelOpenOk,
+    ConfirmSelectOk, ConfirmSelectOptions, Confirmation, Connection, ConnectionBlocked,
+    ConnectionClose, ConnectionConfig, ConnectionOpenOk, ConnectionTune, ConnectionUnblocked,
+    ContentHeader, Error, Event, FieldTable, Frame, Reply, ShortString,
 };
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -220,15 +220,11 @@ impl Run {
                     ..
                 } => {
                     let ch = *ch;
-                    self.client.confirm_select(ch, false).unwrap();
                     self.client
-                        .basic_consume(
-                            ch,
-                            "q",
-                            "c1",
-                            BasicConsumeOptions::default(),
-                            FieldTable::new(),
-                        )
+                        .confirm_select(ch, ConfirmSelectOptions::default())
+                        .unwrap();
+                    self.client
+                        .basic_consume(ch, "q", "c1", BasicConsumeOptions::default())
                         .unwrap();
                     for (i, mandatory) in [false, true, false, false, false].into_iter().enumerate()
                     {
@@ -248,7 +244,9 @@ impl Run {
                             )
                             .unwrap();
                     }
-                    self.client.basic_get(ch, "q", false).unwrap();
+                    self.client
+                        .basic_get(ch, "q", BasicGetOptions::default())
+                        .unwrap();
                 }
                 _ => {}
             }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    Connection, ConnectionCloseOk, ConnectionConfig, Error, Event, Frame, Method, PROTOCOL_HEADER,
-    State,
+    BasicQosOptions, Connection, ConnectionCloseOk, ConnectionConfig, Error, Event, Frame, Method,
+    PROTOCOL_HEADER, State,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -108,7 +108,9 @@ fn no_heartbeat_is_armed_while_output_waits_to_be_taken() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
     let t1 = pair.now;
-    pair.client.basic_qos(ch, 1, 0, false).unwrap();
+    pair.client
+        .basic_qos(ch, 1, BasicQosOptions::default())
+        .unwrap();
     // Queued, not taken: the heartbeat timer is not armed, only the peer-dead one.
     assert_eq!(pair.client.poll_timeout(), Some(t1 + secs(120)));
     pair.now += secs(40);

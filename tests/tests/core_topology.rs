@@ -3,11 +3,12 @@
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicConsumeOptions, BasicQosOk, ChannelClose,
-    ChannelCloseOk, ChannelId, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeclareOptions,
-    ExchangeDeleteOk, ExchangeUnbindOk, FieldTable, Method, QueueBindOk, QueueDeclareOk,
-    QueueDeclareOptions, QueueDeleteOk, QueueDeleteOptions, QueueUnbindOk, Reply, RequestId,
-    Topology, TxSelectOk,
+    BasicCancel, BasicCancelOk, BasicCancelOptions, BasicConsumeOk, BasicConsumeOptions,
+    BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId, ExchangeBindOk,
+    ExchangeBindOptions, ExchangeDeclareOk, ExchangeDeclareOptions, ExchangeDeleteOk,
+    ExchangeDeleteOptions, ExchangeUnbindOk, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk,
+    QueueDeclareOptions, QueueDeleteOk, QueueDeleteOptions, QueueUnbindOk, QueueUnbindOptions,
+    Reply, RequestId, Topology, TxSelectOk,
 };
 
 #[track_caller]
@@ -57,7 +58,7 @@ fn declarations_are_recorded_once_accepted() {
     };
     let id = pair
         .client
-        .exchange_declare(ch, "logs", "topic", options, FieldTable::new())
+        .exchange_declare(ch, "logs", "topic", options)
         .unwrap();
     // Not before the broker said yes.
     assert!(pair.client.topology().exchanges.is_empty());
@@ -70,10 +71,7 @@ fn declarations_are_recorded_once_accepted() {
         exclusive: true,
         ..Default::default()
     };
-    let id = pair
-        .client
-        .queue_declare(ch, "", options, FieldTable::new())
-        .unwrap();
+    let id = pair.client.queue_declare(ch, "", options).unwrap();
     ok(
         &mut pair,
         ch,
@@ -91,12 +89,7 @@ fn declarations_are_recorded_once_accepted() {
 
     let id = pair
         .client
-        .queue_declare(
-            ch,
-            "jobs",
-            QueueDeclareOptions::default(),
-            FieldTable::new(),
-        )
+        .queue_declare(ch, "jobs", QueueDeclareOptions::default())
         .unwrap();
     ok(
         &mut pair,
@@ -111,25 +104,41 @@ fn declarations_are_recorded_once_accepted() {
 
     let id = pair
         .client
-        .queue_bind(ch, "jobs", "logs", "a.*", FieldTable::new(), false)
+        .queue_bind(ch, "jobs", "logs", "a.*", QueueBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, QueueBindOk {});
     let id = pair
         .client
-        .queue_bind(ch, "amq.gen-xyz", "logs", "#", FieldTable::new(), false)
+        .queue_bind(ch, "amq.gen-xyz", "logs", "#", QueueBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, QueueBindOk {});
     let id = pair
         .client
-        .exchange_bind(ch, "dst", "logs", "x", FieldTable::new(), false)
+        .exchange_bind(ch, "dst", "logs", "x", ExchangeBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, ExchangeBindOk {});
 
-    let id = pair.client.basic_qos(ch, 10, 0, false).unwrap();
+    let id = pair
+        .client
+        .basic_qos(ch, 10, BasicQosOptions::default())
+        .unwrap();
     ok(&mut pair, ch, id, BasicQosOk {});
-    let id = pair.client.basic_qos(ch, 100, 0, true).unwrap();
+    let id = pair
+        .client
+        .basic_qos(
+            ch,
+            100,
+            BasicQosOptions {
+                global: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     ok(&mut pair, ch, id, BasicQosOk {});
-    let id = pair.client.basic_qos(ch, 20, 0, false).unwrap();
+    let id = pair
+        .client
+        .basic_qos(ch, 20, BasicQosOptions::default())
+        .unwrap();
     ok(&mut pair, ch, id, BasicQosOk {});
     pair.select_confirms(ch);
     let tx = pair.open_channel();
@@ -139,13 +148,7 @@ fn declarations_are_recorded_once_accepted() {
     // A broker-named consumer is recorded with its tag.
     let id = pair
         .client
-        .basic_consume(
-            ch,
-            "jobs",
-            "",
-            BasicConsumeOptions::default(),
-            FieldTable::new(),
-        )
+        .basic_consume(ch, "jobs", "", BasicConsumeOptions::default())
         .unwrap();
     ok(
         &mut pair,
@@ -199,7 +202,6 @@ fn passive_declares_are_not_recorded() {
                 passive: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     ok(&mut pair, ch, id, ExchangeDeclareOk {});
@@ -212,7 +214,6 @@ fn passive_declares_are_not_recorded() {
                 passive: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     ok(
@@ -233,7 +234,7 @@ fn refused_declarations_are_not_recorded() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
     pair.client
-        .queue_declare(ch, "q", QueueDeclareOptions::default(), FieldTable::new())
+        .queue_declare(ch, "q", QueueDeclareOptions::default())
         .unwrap();
     pair.next_frame();
     pair.send_method(
@@ -262,7 +263,6 @@ fn nowait_declarations_are_recorded_at_once() {
                 nowait: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     pair.client
@@ -273,11 +273,19 @@ fn nowait_declarations_are_recorded_at_once() {
                 nowait: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     pair.client
-        .queue_bind(ch, "q", "e", "", FieldTable::new(), true)
+        .queue_bind(
+            ch,
+            "q",
+            "e",
+            "",
+            QueueBindOptions {
+                nowait: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     pair.client
         .basic_consume(
@@ -288,7 +296,6 @@ fn nowait_declarations_are_recorded_at_once() {
                 nowait: true,
                 ..Default::default()
             },
-            FieldTable::new(),
         )
         .unwrap();
     let t = pair.client.topology();
@@ -305,12 +312,12 @@ fn deletes_unbinds_and_cancels_remove_what_they_undo() {
     for name in ["a", "b"] {
         let id = pair
             .client
-            .exchange_declare(ch, name, "direct", Default::default(), FieldTable::new())
+            .exchange_declare(ch, name, "direct", Default::default())
             .unwrap();
         ok(&mut pair, ch, id, ExchangeDeclareOk {});
         let id = pair
             .client
-            .queue_declare(ch, name, Default::default(), FieldTable::new())
+            .queue_declare(ch, name, Default::default())
             .unwrap();
         ok(
             &mut pair,
@@ -326,18 +333,18 @@ fn deletes_unbinds_and_cancels_remove_what_they_undo() {
     for (q, e, k) in [("a", "a", "1"), ("a", "b", "2"), ("b", "b", "3")] {
         let id = pair
             .client
-            .queue_bind(ch, q, e, k, FieldTable::new(), false)
+            .queue_bind(ch, q, e, k, QueueBindOptions::default())
             .unwrap();
         ok(&mut pair, ch, id, QueueBindOk {});
     }
     let id = pair
         .client
-        .exchange_bind(ch, "a", "b", "x", FieldTable::new(), false)
+        .exchange_bind(ch, "a", "b", "x", ExchangeBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, ExchangeBindOk {});
     let id = pair
         .client
-        .exchange_bind(ch, "b", "a", "y", FieldTable::new(), false)
+        .exchange_bind(ch, "b", "a", "y", ExchangeBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, ExchangeBindOk {});
     let ca = pair.start_consumer(ch, "a", "ca");
@@ -347,7 +354,7 @@ fn deletes_unbinds_and_cancels_remove_what_they_undo() {
     // Unbind one queue binding and one exchange binding.
     let id = pair
         .client
-        .queue_unbind(ch, "a", "b", "2", FieldTable::new())
+        .queue_unbind(ch, "a", "b", "2", QueueUnbindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, QueueUnbindOk {});
     assert_eq!(
@@ -356,13 +363,16 @@ fn deletes_unbinds_and_cancels_remove_what_they_undo() {
     );
     let id = pair
         .client
-        .exchange_unbind(ch, "b", "a", "y", FieldTable::new(), false)
+        .exchange_unbind(ch, "b", "a", "y", ExchangeBindOptions::default())
         .unwrap();
     ok(&mut pair, ch, id, ExchangeUnbindOk {});
     assert_eq!(pair.client.topology().exchange_bindings.len(), 1);
 
     // Client cancel.
-    let id = pair.client.basic_cancel(ch, &ca, false).unwrap();
+    let id = pair
+        .client
+        .basic_cancel(ch, &ca, BasicCancelOptions::default())
+        .unwrap();
     pair.next_frame();
     pair.send_method(
         ch.0,
@@ -405,7 +415,10 @@ fn deletes_unbinds_and_cancels_remove_what_they_undo() {
     assert!(t.consumers.is_empty());
 
     // Deleting exchange a takes the bindings to and from it.
-    let id = pair.client.exchange_delete(ch, "a", false, false).unwrap();
+    let id = pair
+        .client
+        .exchange_delete(ch, "a", ExchangeDeleteOptions::default())
+        .unwrap();
     ok(&mut pair, ch, id, ExchangeDeleteOk {});
     let t = pair.client.topology();
     assert_eq!(exchange_names(t), ["b"]);
@@ -424,12 +437,12 @@ fn redeclaring_replaces_rather_than_duplicates() {
         };
         let id = pair
             .client
-            .exchange_declare(ch, "e", "direct", options, FieldTable::new())
+            .exchange_declare(ch, "e", "direct", options)
             .unwrap();
         ok(&mut pair, ch, id, ExchangeDeclareOk {});
         let id = pair
             .client
-            .queue_bind(ch, "q", "e", "k", FieldTable::new(), false)
+            .queue_bind(ch, "q", "e", "k", QueueBindOptions::default())
             .unwrap();
         ok(&mut pair, ch, id, QueueBindOk {});
     }
@@ -450,7 +463,7 @@ fn closing_a_channel_forgets_its_consumers_and_settings() {
     }
     let id = pair
         .client
-        .queue_declare(a, "q", Default::default(), FieldTable::new())
+        .queue_declare(a, "q", Default::default())
         .unwrap();
     ok(
         &mut pair,

@@ -57,18 +57,21 @@ fn a_stopped_node_fails_over_without_losing_confirmed_messages() {
             ..Default::default()
         };
         let args = FieldTable::new().with("x-queue-type", "quorum");
-        ch.queue_declare(QUEUE, durable, args).await.unwrap();
+        ch.queue_declare(
+            QUEUE,
+            QueueDeclareOptions {
+                arguments: args,
+                ..durable
+            },
+        )
+        .await
+        .unwrap();
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
         let consumer_channel = conn.open_channel().await.unwrap();
         let mut consumer = consumer_channel
-            .basic_consume(
-                QUEUE,
-                "failover-consumer",
-                BasicConsumeOptions::default(),
-                FieldTable::new(),
-            )
+            .basic_consume(QUEUE, "failover-consumer", BasicConsumeOptions::default())
             .await
             .unwrap();
         let got = received.clone();

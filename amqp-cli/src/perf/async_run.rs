@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, Channel, ConfirmSelectOptions,
-    Confirmation, ConnectError, Connection, Error, FieldTable, PublishConfirm, QueueDeleteOptions,
+    Confirmation, ConnectError, Connection, Error, PublishConfirm, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
@@ -134,16 +135,17 @@ async fn declare(conn: &Connection, plan: &Plan) -> Result<(), Error> {
     let channel = conn.open_channel().await?;
     let (options, arguments) = super::queue_declare(plan);
     channel
-        .queue_declare(&plan.queue, options, arguments)
+        .queue_declare(
+            &plan.queue,
+            QueueDeclareOptions {
+                arguments,
+                ..options
+            },
+        )
         .await?;
     if !plan.args.exchange.is_empty() {
         channel
-            .exchange_declare(
-                &plan.args.exchange,
-                "direct",
-                super::exchange_declare(plan),
-                FieldTable::new(),
-            )
+            .exchange_declare(&plan.args.exchange, "direct", super::exchange_declare(plan))
             .await?;
         channel
             .queue_bind(
@@ -151,7 +153,6 @@ async fn declare(conn: &Connection, plan: &Plan) -> Result<(), Error> {
                 &plan.args.exchange,
                 &plan.routing_key,
                 Default::default(),
-                FieldTable::new(),
             )
             .await?;
     }
@@ -168,9 +169,7 @@ async fn start_consumer(channel: &Channel, plan: &Plan) -> Result<amqp_client::C
         no_ack: plan.args.autoack,
         ..Default::default()
     };
-    channel
-        .basic_consume(&plan.queue, "", options, FieldTable::new())
-        .await
+    channel.basic_consume(&plan.queue, "", options).await
 }
 
 async fn produce(

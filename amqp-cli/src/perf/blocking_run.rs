@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use amqp_blocking::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, Channel, ConfirmSelectOptions,
-    Connection, Consumer, Error, FieldTable, PublishConfirm, QueueDeleteOptions,
+    Connection, Consumer, Error, PublishConfirm, QueueDeclareOptions, QueueDeleteOptions,
 };
 
 use super::{Plan, Role, Stats};
@@ -76,20 +76,20 @@ fn connect_n(plan: &Plan, connections: usize, roles: usize) -> Result<Vec<Connec
 fn declare(conn: &Connection, plan: &Plan) -> Result<(), Error> {
     let channel = conn.open_channel()?;
     let (options, arguments) = super::queue_declare(plan);
-    channel.queue_declare(&plan.queue, options, arguments)?;
+    channel.queue_declare(
+        &plan.queue,
+        QueueDeclareOptions {
+            arguments,
+            ..options
+        },
+    )?;
     if !plan.args.exchange.is_empty() {
-        channel.exchange_declare(
-            &plan.args.exchange,
-            "direct",
-            super::exchange_declare(plan),
-            FieldTable::new(),
-        )?;
+        channel.exchange_declare(&plan.args.exchange, "direct", super::exchange_declare(plan))?;
         channel.queue_bind(
             &plan.queue,
             &plan.args.exchange,
             &plan.routing_key,
             Default::default(),
-            FieldTable::new(),
         )?;
     }
     channel.close()
@@ -103,7 +103,7 @@ fn start_consumer(channel: &Channel, plan: &Plan) -> Result<Consumer, Error> {
         no_ack: plan.args.autoack,
         ..Default::default()
     };
-    channel.basic_consume(&plan.queue, "", options, FieldTable::new())
+    channel.basic_consume(&plan.queue, "", options)
 }
 
 fn produce(channel: &Channel, plan: &Plan, stats: &Stats) -> Result<(), Error> {

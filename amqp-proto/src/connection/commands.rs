@@ -14,7 +14,7 @@ use super::{
 use crate::error::ReplyCode;
 use crate::properties::BasicProperties;
 use crate::spec::*;
-use crate::types::{FieldTable, LongString, ShortString};
+use crate::types::{LongString, ShortString};
 
 impl Connection {
     /// Sends a synchronous method on an open channel and registers it for its reply; no-wait
@@ -120,7 +120,6 @@ impl Connection {
         exchange: &str,
         kind: &str,
         options: ExchangeDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<RequestId, Error> {
         let m = ExchangeDeclare {
             reserved_1: 0,
@@ -131,7 +130,7 @@ impl Connection {
             auto_delete: options.auto_delete,
             internal: options.internal,
             no_wait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         };
         self.request(ch, m.into(), options.nowait)
     }
@@ -141,16 +140,15 @@ impl Connection {
         &mut self,
         ch: ChannelId,
         exchange: &str,
-        if_unused: bool,
-        nowait: bool,
+        options: ExchangeDeleteOptions,
     ) -> Result<RequestId, Error> {
         let m = ExchangeDelete {
             reserved_1: 0,
             exchange: short(exchange)?,
-            if_unused,
-            no_wait: nowait,
+            if_unused: options.if_unused,
+            no_wait: options.nowait,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Binds exchange `destination` to `source` (a RabbitMQ extension).
@@ -160,18 +158,17 @@ impl Connection {
         destination: &str,
         source: &str,
         routing_key: &str,
-        arguments: FieldTable,
-        nowait: bool,
+        options: ExchangeBindOptions,
     ) -> Result<RequestId, Error> {
         let m = ExchangeBind {
             reserved_1: 0,
             destination: short(destination)?,
             source: short(source)?,
             routing_key: short(routing_key)?,
-            no_wait: nowait,
-            arguments,
+            no_wait: options.nowait,
+            arguments: options.arguments,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Removes an exchange-to-exchange binding.
@@ -181,18 +178,17 @@ impl Connection {
         destination: &str,
         source: &str,
         routing_key: &str,
-        arguments: FieldTable,
-        nowait: bool,
+        options: ExchangeBindOptions,
     ) -> Result<RequestId, Error> {
         let m = ExchangeUnbind {
             reserved_1: 0,
             destination: short(destination)?,
             source: short(source)?,
             routing_key: short(routing_key)?,
-            no_wait: nowait,
-            arguments,
+            no_wait: options.nowait,
+            arguments: options.arguments,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Declares a queue (an empty name lets the broker choose). Completes with
@@ -202,7 +198,6 @@ impl Connection {
         ch: ChannelId,
         queue: &str,
         options: QueueDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<RequestId, Error> {
         let m = QueueDeclare {
             reserved_1: 0,
@@ -212,7 +207,7 @@ impl Connection {
             exclusive: options.exclusive,
             auto_delete: options.auto_delete,
             no_wait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         };
         self.request(ch, m.into(), options.nowait)
     }
@@ -224,18 +219,17 @@ impl Connection {
         queue: &str,
         exchange: &str,
         routing_key: &str,
-        arguments: FieldTable,
-        nowait: bool,
+        options: QueueBindOptions,
     ) -> Result<RequestId, Error> {
         let m = QueueBind {
             reserved_1: 0,
             queue: short(queue)?,
             exchange: short(exchange)?,
             routing_key: short(routing_key)?,
-            no_wait: nowait,
-            arguments,
+            no_wait: options.nowait,
+            arguments: options.arguments,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Removes a queue binding.
@@ -245,14 +239,14 @@ impl Connection {
         queue: &str,
         exchange: &str,
         routing_key: &str,
-        arguments: FieldTable,
+        options: QueueUnbindOptions,
     ) -> Result<RequestId, Error> {
         let m = QueueUnbind {
             reserved_1: 0,
             queue: short(queue)?,
             exchange: short(exchange)?,
             routing_key: short(routing_key)?,
-            arguments,
+            arguments: options.arguments,
         };
         self.request(ch, m.into(), false)
     }
@@ -262,14 +256,14 @@ impl Connection {
         &mut self,
         ch: ChannelId,
         queue: &str,
-        nowait: bool,
+        options: QueuePurgeOptions,
     ) -> Result<RequestId, Error> {
         let m = QueuePurge {
             reserved_1: 0,
             queue: short(queue)?,
-            no_wait: nowait,
+            no_wait: options.nowait,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Deletes a queue. Completes with [`Reply::QueueDeleted`].
@@ -289,18 +283,18 @@ impl Connection {
         self.request(ch, m.into(), options.nowait)
     }
 
-    /// Limits unacknowledged deliveries (per consumer, or per channel with `global`).
+    /// Limits unacknowledged deliveries to `prefetch_count` (per consumer, or per channel
+    /// with `global`).
     pub fn basic_qos(
         &mut self,
         ch: ChannelId,
         prefetch_count: u16,
-        prefetch_size: u32,
-        global: bool,
+        options: BasicQosOptions,
     ) -> Result<RequestId, Error> {
         let m = BasicQos {
-            prefetch_size,
+            prefetch_size: options.prefetch_size,
             prefetch_count,
-            global,
+            global: options.global,
         };
         self.request(ch, m.into(), false)
     }
@@ -314,7 +308,6 @@ impl Connection {
         queue: &str,
         consumer_tag: &str,
         options: BasicConsumeOptions,
-        arguments: FieldTable,
     ) -> Result<RequestId, Error> {
         if options.nowait && consumer_tag.is_empty() {
             return Err(Error::Usage(Misuse::NowaitConsumeWithoutTag));
@@ -327,7 +320,7 @@ impl Connection {
             no_ack: options.no_ack,
             exclusive: options.exclusive,
             no_wait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         };
         self.request(ch, m.into(), options.nowait)
     }
@@ -338,13 +331,13 @@ impl Connection {
         &mut self,
         ch: ChannelId,
         consumer_tag: &str,
-        nowait: bool,
+        options: BasicCancelOptions,
     ) -> Result<RequestId, Error> {
         let m = BasicCancel {
             consumer_tag: short(consumer_tag)?,
-            no_wait: nowait,
+            no_wait: options.nowait,
         };
-        self.request(ch, m.into(), nowait)
+        self.request(ch, m.into(), options.nowait)
     }
 
     /// Fetches one message. Completes with [`Reply::Get`].
@@ -352,12 +345,12 @@ impl Connection {
         &mut self,
         ch: ChannelId,
         queue: &str,
-        no_ack: bool,
+        options: BasicGetOptions,
     ) -> Result<RequestId, Error> {
         let m = BasicGet {
             reserved_1: 0,
             queue: short(queue)?,
-            no_ack,
+            no_ack: options.no_ack,
         };
         self.request(ch, m.into(), false)
     }
@@ -376,11 +369,16 @@ impl Connection {
 
     /// Turns on publisher confirms. Completes with [`Reply::ConfirmSelected`]; from then on
     /// every publish returns a tag and gets one [`Event::Confirmed`].
-    pub fn confirm_select(&mut self, ch: ChannelId, nowait: bool) -> Result<RequestId, Error> {
+    pub fn confirm_select(
+        &mut self,
+        ch: ChannelId,
+        options: ConfirmSelectOptions,
+    ) -> Result<RequestId, Error> {
         let c = self.open_channel_mut(ch)?;
         if c.confirms.is_none() {
             c.confirms = Some(Confirms::default());
         }
+        let nowait = options.nowait;
         self.request(ch, ConfirmSelect { nowait }.into(), nowait)
     }
 

@@ -48,8 +48,10 @@ pub use event::{
     Reply, RequestId, ReturnedMessage, Tuning,
 };
 pub use options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    QueueUnbindOptions,
 };
 pub use topology::{RecordedChannel, RecordedConsumer, RecordedQueue, Topology};
 

@@ -81,7 +81,7 @@ fn queue_args() -> FieldTable {
 }
 
 async fn declare(ch: &Channel, p: &Params) -> Result<()> {
-    ch.queue_declare(&p.queue, QueueDeclareOptions::default(), queue_args())
+    ch.queue_declare(&p.queue, QueueDeclareOptions { arguments: queue_args(), ..Default::default() })
         .await
         .context("queue.declare")?;
     Ok(())
@@ -89,14 +89,7 @@ async fn declare(ch: &Channel, p: &Params) -> Result<()> {
 
 async fn message_count(ch: &Channel, p: &Params) -> Result<u64> {
     let q = ch
-        .queue_declare(
-            &p.queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::new(),
-        )
+        .queue_declare(&p.queue, QueueDeclareOptions { passive: true, ..Default::default() })
         .await
         .context("queue.declare passive")?;
     Ok(q.message_count as u64)
@@ -215,12 +208,7 @@ impl<D: Dial> Client for Ours<D> {
 
         t.start();
         let mut consumer = ch
-            .basic_consume(
-                &p.queue,
-                "bench-consumer",
-                BasicConsumeOptions::default(), // no_ack = false: manual ack
-                FieldTable::new(),
-            )
+            .basic_consume(&p.queue, "bench-consumer", BasicConsumeOptions { arguments: // no_ack = false: manual ack FieldTable::new(), ..Default::default() })
             .await
             .context("basic.consume")?;
         consume_n(&mut consumer, p.count, p.payload.len()).await?;
@@ -243,12 +231,7 @@ impl<D: Dial> Client for Ours<D> {
             .basic_qos(p.prefetch, BasicQosOptions::default())
             .await?;
         let mut consumer = cons_ch
-            .basic_consume(
-                &p.queue,
-                "bench-consumer",
-                BasicConsumeOptions::default(),
-                FieldTable::new(),
-            )
+            .basic_consume(&p.queue, "bench-consumer", BasicConsumeOptions::default())
             .await
             .context("basic.consume")?;
 

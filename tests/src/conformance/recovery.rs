@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use amqp_client::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, Confirmation,
-    ConnectOptions, ConnectionEvent, FieldTable, QueueDeclareOptions,
+    ConnectOptions, ConnectionEvent, QueueDeclareOptions,
 };
 use amqp_proto::Event;
 use amqp_proto::recovery::{Backoff, RecoveryConfig};
@@ -158,7 +158,7 @@ async fn client(
         ..Default::default()
     };
     publisher
-        .queue_declare(QUEUE, durable, FieldTable::new())
+        .queue_declare(QUEUE, durable)
         .await
         .map_err(|e| e.to_string())?;
     publisher
@@ -167,12 +167,7 @@ async fn client(
         .map_err(|e| e.to_string())?;
     let consumer_channel = conn.open_channel().await.map_err(|e| e.to_string())?;
     let mut consumer = consumer_channel
-        .basic_consume(
-            QUEUE,
-            "recovery-consumer",
-            BasicConsumeOptions::default(),
-            FieldTable::new(),
-        )
+        .basic_consume(QUEUE, "recovery-consumer", BasicConsumeOptions::default())
         .await
         .map_err(|e| e.to_string())?;
 

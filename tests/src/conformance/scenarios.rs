@@ -80,14 +80,14 @@ macro_rules! scenarios {
                     no_ack,
                     ..Default::default()
                 };
-                ch.basic_consume(queue, "", options, FieldTable::new())
+                ch.basic_consume(queue, "", options)
                     .await
                     .expect("basic.consume")
             }
 
             /// Declares a (non-durable, shared) queue.
             async fn declare_queue(ch: &Channel, queue: &str, arguments: FieldTable) {
-                ch.queue_declare(queue, QueueDeclareOptions::default(), arguments)
+                ch.queue_declare(queue, QueueDeclareOptions { arguments, ..Default::default() })
                     .await
                     .expect("queue.declare");
             }
@@ -99,7 +99,7 @@ macro_rules! scenarios {
                     ..Default::default()
                 };
                 let info = ch
-                    .queue_declare("", options, FieldTable::new())
+                    .queue_declare("", options)
                     .await
                     .expect("queue.declare (server-named)");
                 assert!(info.name.starts_with("amq.gen-"), "{:?}", info.name);
@@ -112,7 +112,7 @@ macro_rules! scenarios {
                     passive: true,
                     ..Default::default()
                 };
-                ch.queue_declare(queue, passive, FieldTable::new())
+                ch.queue_declare(queue, passive)
                     .await
                     .expect("passive queue.declare")
                     .message_count
@@ -213,7 +213,7 @@ macro_rules! scenarios {
 
                 let producer = env.connect().await;
                 let pch = producer.open_channel().await.expect("open channel");
-                pch.queue_declare(&queue, durable, FieldTable::new())
+                pch.queue_declare(&queue, durable.clone())
                     .await
                     .expect("declare the task queue");
                 pch.confirm_select(ConfirmSelectOptions::default())
@@ -224,7 +224,7 @@ macro_rules! scenarios {
                 for _ in 0..2 {
                     let conn = env.connect().await;
                     let ch = conn.open_channel().await.expect("open channel");
-                    ch.queue_declare(&queue, durable, FieldTable::new())
+                    ch.queue_declare(&queue, durable.clone())
                         .await
                         .expect("declare the task queue");
                     ch.basic_qos(1, BasicQosOptions::default())
@@ -309,12 +309,7 @@ macro_rules! scenarios {
                 let logs = env.exchange("logs");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &logs,
-                    "fanout",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&logs, "fanout", ExchangeDeclareOptions::default())
                 .await
                 .expect("declare the fanout exchange");
 
@@ -323,13 +318,7 @@ macro_rules! scenarios {
                     let sub = env.connect().await;
                     let sch = sub.open_channel().await.expect("open channel");
                     let queue = declare_private_queue(&sch).await;
-                    sch.queue_bind(
-                        &queue,
-                        &logs,
-                        "",
-                        QueueBindOptions::default(),
-                        FieldTable::new(),
-                    )
+                    sch.queue_bind(&queue, &logs, "", QueueBindOptions::default())
                     .await
                     .expect("queue.bind");
                     let consumer = consume(&sch, &queue, true).await;
@@ -359,12 +348,7 @@ macro_rules! scenarios {
                 let exchange = env.exchange("direct_logs");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &exchange,
-                    "direct",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&exchange, "direct", ExchangeDeclareOptions::default())
                 .await
                 .expect("declare the direct exchange");
 
@@ -377,13 +361,7 @@ macro_rules! scenarios {
                     (&everything, "error"),
                 ];
                 for (queue, key) in bindings {
-                    ch.queue_bind(
-                        queue,
-                        &exchange,
-                        key,
-                        QueueBindOptions::default(),
-                        FieldTable::new(),
-                    )
+                    ch.queue_bind(queue, &exchange, key, QueueBindOptions::default())
                     .await
                     .expect("queue.bind");
                 }
@@ -409,7 +387,7 @@ macro_rules! scenarios {
                 );
 
                 // Unbinding one key stops only that key.
-                ch.queue_unbind(&everything, &exchange, "info", FieldTable::new())
+                ch.queue_unbind(&everything, &exchange, "info", QueueUnbindOptions::default())
                     .await
                     .expect("queue.unbind");
                 publish(&ch, &exchange, "info", "a late info").await;
@@ -434,12 +412,7 @@ macro_rules! scenarios {
                 let exchange = env.exchange("topic_logs");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &exchange,
-                    "topic",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&exchange, "topic", ExchangeDeclareOptions::default())
                 .await
                 .expect("declare the topic exchange");
 
@@ -452,13 +425,7 @@ macro_rules! scenarios {
                     (&q2, "lazy.#"),
                     (&q3, "#"),
                 ] {
-                    ch.queue_bind(
-                        queue,
-                        &exchange,
-                        pattern,
-                        QueueBindOptions::default(),
-                        FieldTable::new(),
-                    )
+                    ch.queue_bind(queue, &exchange, pattern, QueueBindOptions::default())
                     .await
                     .expect("queue.bind");
                 }
@@ -532,7 +499,7 @@ macro_rules! scenarios {
                     ..Default::default()
                 };
                 let mut replies = cch
-                    .basic_consume("amq.rabbitmq.reply-to", "", no_ack, FieldTable::new())
+                    .basic_consume("amq.rabbitmq.reply-to", "", no_ack)
                     .await
                     .expect("consume amq.rabbitmq.reply-to");
 
@@ -696,12 +663,7 @@ macro_rules! scenarios {
                 let conn = env.connect().await;
 
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &unbound,
-                    "direct",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&unbound, "direct", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
                 let mut returns = ch.on_return();
@@ -789,7 +751,7 @@ macro_rules! scenarios {
                     ..Default::default()
                 };
                 let err = doomed
-                    .queue_declare(&missing, passive, FieldTable::new())
+                    .queue_declare(&missing, passive)
                     .await
                     .expect_err("a passive declare of a missing queue must fail");
                 assert_channel_error(&err, ErrorKind::NotFound, 404);
@@ -843,7 +805,7 @@ macro_rules! scenarios {
                 };
                 let owner = env.connect().await;
                 let och = owner.open_channel().await.expect("open channel");
-                och.queue_declare(&queue, exclusive, FieldTable::new())
+                och.queue_declare(&queue, exclusive.clone())
                     .await
                     .expect("declare the exclusive queue");
 
@@ -852,16 +814,11 @@ macro_rules! scenarios {
                     let ch = intruder.open_channel().await.expect("open channel");
                     let err = match attempt {
                         "declare" => ch
-                            .queue_declare(&queue, exclusive, FieldTable::new())
+                            .queue_declare(&queue, exclusive.clone())
                             .await
                             .map(drop),
                         "consume" => ch
-                            .basic_consume(
-                                &queue,
-                                "",
-                                BasicConsumeOptions::default(),
-                                FieldTable::new(),
-                            )
+                            .basic_consume(&queue, "", BasicConsumeOptions::default())
                             .await
                             .map(drop),
                         _ => ch
@@ -898,7 +855,7 @@ macro_rules! scenarios {
                 declare_queue(&ch, &queue, limit(10)).await;
 
                 let err = ch
-                    .queue_declare(&queue, QueueDeclareOptions::default(), limit(20))
+                    .queue_declare(&queue, QueueDeclareOptions { arguments: limit(20), ..Default::default() })
                     .await
                     .expect_err("other arguments");
                 assert_channel_error(&err, ErrorKind::PreconditionFailed, 406);
@@ -911,7 +868,7 @@ macro_rules! scenarios {
                     ..Default::default()
                 };
                 let err = ch
-                    .queue_declare(&queue, durable, limit(10))
+                    .queue_declare(&queue, QueueDeclareOptions { arguments: limit(10), ..durable })
                     .await
                     .expect_err("other durability");
                 assert_channel_error(&err, ErrorKind::PreconditionFailed, 406);
@@ -921,24 +878,14 @@ macro_rules! scenarios {
                     passive: true,
                     ..Default::default()
                 };
-                ch.queue_declare(&queue, passive, limit(99))
+                ch.queue_declare(&queue, QueueDeclareOptions { arguments: limit(99), ..passive })
                     .await
                     .expect("a passive declare ignores arguments");
-                ch.exchange_declare(
-                    &exchange,
-                    "direct",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&exchange, "direct", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
                 let err = ch
-                    .exchange_declare(
-                        &exchange,
-                        "fanout",
-                        ExchangeDeclareOptions::default(),
-                        FieldTable::new(),
-                    )
+                    .exchange_declare(&exchange, "fanout", ExchangeDeclareOptions::default())
                     .await
                     .expect_err("another exchange type");
                 assert_channel_error(&err, ErrorKind::PreconditionFailed, 406);
@@ -959,21 +906,10 @@ macro_rules! scenarios {
                 let ch = conn.open_channel().await.expect("open channel");
                 declare_queue(&ch, &busy, FieldTable::new()).await;
                 declare_queue(&ch, &full, FieldTable::new()).await;
-                ch.exchange_declare(
-                    &bound,
-                    "fanout",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&bound, "fanout", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
-                ch.queue_bind(
-                    &full,
-                    &bound,
-                    "",
-                    QueueBindOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.queue_bind(&full, &bound, "", QueueBindOptions::default())
                 .await
                 .expect("queue.bind");
                 let consumer = consume(&ch, &busy, true).await;
@@ -1022,7 +958,7 @@ macro_rules! scenarios {
                     .await
                     .expect("if_unused without consumers");
                 tries
-                    .queue_unbind(&full, &bound, "", FieldTable::new())
+                    .queue_unbind(&full, &bound, "", QueueUnbindOptions::default())
                     .await
                     .expect("queue.unbind");
                 tries
@@ -1310,39 +1246,17 @@ macro_rules! scenarios {
                 let destination = env.exchange("e2e-destination");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &source,
-                    "topic",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&source, "topic", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
-                ch.exchange_declare(
-                    &destination,
-                    "fanout",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&destination, "fanout", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
-                ch.exchange_bind(
-                    &destination,
-                    &source,
-                    "orders.*",
-                    ExchangeBindOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_bind(&destination, &source, "orders.*", ExchangeBindOptions::default())
                 .await
                 .expect("exchange.bind");
                 let queue = declare_private_queue(&ch).await;
-                ch.queue_bind(
-                    &queue,
-                    &destination,
-                    "",
-                    QueueBindOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.queue_bind(&queue, &destination, "", QueueBindOptions::default())
                 .await
                 .expect("queue.bind");
                 let mut consumer = consume(&ch, &queue, true).await;
@@ -1377,13 +1291,7 @@ macro_rules! scenarios {
                     .expect_err("exchange.delete if_unused of a bound source");
                 assert_channel_error(&err, ErrorKind::PreconditionFailed, 406);
 
-                ch.exchange_unbind(
-                    &destination,
-                    &source,
-                    "orders.*",
-                    ExchangeBindOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_unbind(&destination, &source, "orders.*", ExchangeBindOptions::default())
                 .await
                 .expect("exchange.unbind");
                 publish(&ch, &source, "orders.late", "orders.late").await;
@@ -1403,12 +1311,7 @@ macro_rules! scenarios {
                 let exchange = env.exchange("headers");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &exchange,
-                    "headers",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&exchange, "headers", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
                 let all = declare_private_queue(&ch).await;
@@ -1421,10 +1324,10 @@ macro_rules! scenarios {
                     .with("x-match", "any")
                     .with("format", "pdf")
                     .with("type", "log");
-                ch.queue_bind(&all, &exchange, "", QueueBindOptions::default(), all_args)
+                ch.queue_bind(&all, &exchange, "", QueueBindOptions { arguments: all_args, ..Default::default() })
                     .await
                     .expect("queue.bind");
-                ch.queue_bind(&any, &exchange, "", QueueBindOptions::default(), any_args)
+                ch.queue_bind(&any, &exchange, "", QueueBindOptions { arguments: any_args, ..Default::default() })
                     .await
                     .expect("queue.bind");
                 let mut all_consumer = consume(&ch, &all, true).await;
@@ -1531,22 +1434,11 @@ macro_rules! scenarios {
                 let work = env.queue("work");
                 let conn = env.connect().await;
                 let ch = conn.open_channel().await.expect("open channel");
-                ch.exchange_declare(
-                    &dlx,
-                    "fanout",
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.exchange_declare(&dlx, "fanout", ExchangeDeclareOptions::default())
                 .await
                 .expect("exchange.declare");
                 declare_queue(&ch, &dead, FieldTable::new()).await;
-                ch.queue_bind(
-                    &dead,
-                    &dlx,
-                    "",
-                    QueueBindOptions::default(),
-                    FieldTable::new(),
-                )
+                ch.queue_bind(&dead, &dlx, "", QueueBindOptions::default())
                 .await
                 .expect("queue.bind");
                 declare_queue(
@@ -1806,11 +1698,7 @@ macro_rules! scenarios {
                     let mut done = 0u64;
                     loop {
                         match declarer
-                            .queue_declare(
-                                &queue,
-                                QueueDeclareOptions::default(),
-                                FieldTable::new(),
-                            )
+                            .queue_declare(&queue, QueueDeclareOptions::default())
                             .await
                         {
                             Ok(_) => done += 1,
@@ -1967,7 +1855,7 @@ macro_rules! scenarios {
                 assert_eq!(env.confirm(confirm).await, Confirmation::NotRequested);
                 let options = BasicConsumeOptions::default();
                 let mut tagged = ch
-                    .basic_consume(&queue, "my-tag", options, FieldTable::new())
+                    .basic_consume(&queue, "my-tag", options)
                     .await
                     .expect("basic.consume");
                 assert_eq!(tagged.tag().as_str(), "my-tag");
@@ -1989,7 +1877,7 @@ macro_rules! scenarios {
                     Some(ConnectionEvent::Closed(None))
                 );
                 let err = ch
-                    .queue_declare("", QueueDeclareOptions::default(), FieldTable::new())
+                    .queue_declare("", QueueDeclareOptions::default())
                     .await
                     .expect_err("the connection is closed");
                 assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
