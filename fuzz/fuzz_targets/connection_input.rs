@@ -21,10 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use amqp_proto::{
-    BasicConsumeOk, BasicConsumeOptions, BasicProperties, BasicPublishOptions, ChannelId,
-    ChannelOpenOk, ConfirmSelectOk, Connection, ConnectionConfig, ConnectionOpenOk,
-    ConnectionStart, ConnectionTune, Event, FieldTable, Frame, LongString, Method, Reply,
-    RequestId,
+    BasicConsumeOk, BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
+    ChannelId, ChannelOpenOk, ConfirmSelectOk, ConfirmSelectOptions, Connection, ConnectionConfig,
+    ConnectionOpenOk, ConnectionStart, ConnectionTune, Event, FieldTable, Frame, LongString,
+    Method, Reply, RequestId,
 };
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
@@ -228,7 +228,9 @@ fn setup(selector: u8) -> Harness {
     h.settle(0);
     let id = h.conn.confirm_select(one, ConfirmSelectOptions::default());
     h.books.issued(id, one.0);
-    let id = h.conn.basic_consume(one, "q", "c1", BasicConsumeOptions::default());
+    let id = h
+        .conn
+        .basic_consume(one, "q", "c1", BasicConsumeOptions::default());
     h.books.issued(id, one.0);
     h.feed_frames(&[
         Frame::Method(one.0, ConfirmSelectOk {}.into()),

@@ -49,7 +49,9 @@ pub trait Dial: Send + Sync + 'static {
 pub struct TokioDial;
 impl Dial for TokioDial {
     async fn connect(uri: String) -> Result<Connection> {
-        amqp_tokio::connect(&uri).await.context("amqp-tokio connect")
+        amqp_tokio::connect(&uri)
+            .await
+            .context("amqp-tokio connect")
     }
 }
 
@@ -81,15 +83,27 @@ fn queue_args() -> FieldTable {
 }
 
 async fn declare(ch: &Channel, p: &Params) -> Result<()> {
-    ch.queue_declare(&p.queue, QueueDeclareOptions { arguments: queue_args(), ..Default::default() })
-        .await
-        .context("queue.declare")?;
+    ch.queue_declare(
+        &p.queue,
+        QueueDeclareOptions {
+            arguments: queue_args(),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("queue.declare")?;
     Ok(())
 }
 
 async fn message_count(ch: &Channel, p: &Params) -> Result<u64> {
     let q = ch
-        .queue_declare(&p.queue, QueueDeclareOptions { passive: true, ..Default::default() })
+        .queue_declare(
+            &p.queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
         .await
         .context("queue.declare passive")?;
     Ok(q.message_count as u64)
@@ -208,7 +222,11 @@ impl<D: Dial> Client for Ours<D> {
 
         t.start();
         let mut consumer = ch
-            .basic_consume(&p.queue, "bench-consumer", BasicConsumeOptions { arguments: // no_ack = false: manual ack FieldTable::new(), ..Default::default() })
+            .basic_consume(
+                &p.queue,
+                "bench-consumer",
+                BasicConsumeOptions::default(), // no_ack = false: manual ack
+            )
             .await
             .context("basic.consume")?;
         consume_n(&mut consumer, p.count, p.payload.len()).await?;

@@ -50,14 +50,26 @@ fn close(conn: Connection) -> Result<()> {
 }
 
 fn declare(ch: &Channel, p: &Params) -> Result<()> {
-    ch.queue_declare(&p.queue, QueueDeclareOptions { arguments: FieldTable::new().with("x-expires", QUEUE_EXPIRES_MS), ..Default::default() })
+    ch.queue_declare(
+        &p.queue,
+        QueueDeclareOptions {
+            arguments: FieldTable::new().with("x-expires", QUEUE_EXPIRES_MS),
+            ..Default::default()
+        },
+    )
     .context("queue.declare")?;
     Ok(())
 }
 
 fn message_count(ch: &Channel, p: &Params) -> Result<u64> {
     let q = ch
-        .queue_declare(&p.queue, QueueDeclareOptions { passive: true, ..Default::default() })
+        .queue_declare(
+            &p.queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
         .context("queue.declare passive")?;
     Ok(q.message_count as u64)
 }
@@ -120,7 +132,11 @@ fn consume_n(consumer: &mut Consumer, count: u64, size: usize) -> Result<()> {
 }
 
 fn start_consumer(ch: &Channel, p: &Params) -> Result<Consumer> {
-    ch.basic_consume(&p.queue, "bench-consumer", BasicConsumeOptions { arguments: // manual ack FieldTable::new(), ..Default::default() })
+    ch.basic_consume(
+        &p.queue,
+        "bench-consumer",
+        BasicConsumeOptions::default(), // manual ack
+    )
     .context("basic.consume")
 }
 
