@@ -207,10 +207,19 @@ pub struct BindArgs {
     pub arguments: Vec<(String, String)>,
 }
 
+/// A `key=value` flag; the key becomes a field-table key, a short string on the wire, so one
+/// over 255 bytes is refused here rather than reaching `FieldTable::with` (which panics on it).
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.len() > 255 {
+        return Err(format!(
+            "the key is {} bytes long; AMQP table keys are at most 255 bytes",
+            k.len()
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn table(pairs: &[(String, String)]) -> FieldTable {

@@ -261,3 +261,21 @@ fn refused_login_and_unreachable_broker() {
         stderr(&unreachable)
     );
 }
+
+/// A header key longer than a short string allows is a usage error at parse time (clap's exit
+/// code 2 and a message), never a panic inside the table builder; nothing is dialled.
+#[test]
+fn overlong_header_key_is_a_usage_error() {
+    let key = "k".repeat(256);
+    let o = amqp(&[
+        "publish",
+        "--uri",
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        "-H",
+        &format!("{key}=1"),
+        "body",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 255 bytes"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
