@@ -124,7 +124,8 @@ impl IntoConnectOptions for &String {
 /// The connect sequence every runtime adapter shares: takes the options apart, refuses
 /// `amqps://` ([`ConnectError::TlsNotSupported`]), runs `dial` (which opens the transport to
 /// `uri.host:uri.port`) within the URI's `connection_timeout` measured on `timer`, starts the
-/// connection, hands its [`Driver`] to `spawn` and waits for the handshake.
+/// connection, hands its [`Driver`] to `spawn` and waits for the handshake (bounded by the
+/// core's `handshake_timeout`, from the moment the transport is open).
 ///
 /// For runtime adapters; applications use their adapter's `connect`.
 pub async fn connect_with_transport<T, R, D>(
@@ -161,7 +162,9 @@ where
         let transport = within(&mut expired, dial(&uri))
             .await?
             .map_err(ConnectError::Io)?;
-        let (connecting, mut driver) = start_connection(config, started, transport, timer);
+        // The handshake timeout runs from here: the connect timeout covered the dial.
+        let connected = timer.now();
+        let (connecting, mut driver) = start_connection(config, connected, transport, timer);
         if let Some(dialer) = dialer {
             driver.set_dialer(dialer);
         }
@@ -203,8 +206,8 @@ where
 /// ([`ConnectOptions::tls`]) are turned into a [`TlsClient`] first (bad settings fail before
 /// anything is dialled), then `dial` opens the TCP connection and `handshake` runs the TLS
 /// handshake over it (e.g. `tokio_rustls::TlsConnector::from(client.config)
-/// .connect(client.server_name, tcp)`). `connection_timeout` bounds dial and handshake
-/// together; a failed handshake is a [`ConnectError::Tls`] classified by
+/// .connect(client.server_name, tcp)`). `connection_timeout` bounds dial and TLS handshake
+/// together, `handshake_timeout` the AMQP handshake after them; a failed handshake is a [`ConnectError::Tls`] classified by
 /// [`TlsError::from_handshake`]. `amqp://` skips the handshake.
 ///
 /// For runtime adapters; applications use their adapter's `connect`.
@@ -280,7 +283,9 @@ where
                 MaybeTls::tls(stream)
             }
         };
-        let (connecting, mut driver) = start_connection(config, started, transport, timer);
+        // The handshake timeout runs from here: the connect timeout covered the dial.
+        let connected = timer.now();
+        let (connecting, mut driver) = start_connection(config, connected, transport, timer);
         if let Some(dialer) = dialer {
             driver.set_dialer(dialer);
         }

@@ -197,8 +197,8 @@ impl Connection {
 /// finishes the handshake and the [`Driver`] the runtime must spawn. For runtime adapters
 /// (`amqp-tokio` and friends); applications use their `connect`.
 ///
-/// `started` is when connecting began (before the transport connected), so that
-/// `connection_timeout` bounds the whole thing.
+/// `started` is when the transport connected: the core's `handshake_timeout` runs from
+/// there (the dial has `connection_timeout` of its own).
 pub fn start_connection<T: Transport, R: Timer>(
     config: ConnectionConfig,
     started: Instant,

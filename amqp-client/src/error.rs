@@ -19,7 +19,8 @@ pub enum ConnectError {
     Tls(TlsError),
     /// The TCP connection could not be made (refused, unreachable, name not resolved).
     Io(std::io::Error),
-    /// The TCP connection was not made within `connection_timeout`.
+    /// The TCP connection (and TLS handshake) was not made within `connection_timeout`; a
+    /// stalled AMQP handshake is [`Error::HandshakeTimeout`] instead.
     Timeout,
     /// The AMQP handshake failed: [`Error::Authentication`] for refused credentials,
     /// [`Error::VhostAccessRefused`] for the virtual host, [`Error::HandshakeTimeout`], …

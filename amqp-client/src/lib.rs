@@ -94,8 +94,8 @@ pub use amqp_proto::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicProperties, BasicPublishOptions,
     BasicQosOptions, ChannelId, CloseReason, ConfirmSelectOptions, ConnectionConfig, ConsumerEnd,
     ConsumerTag, DeliveryTag, Error, ErrorKind, ExchangeBindOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, FieldArray, FieldTable, FieldValue, Initiator, LongString, Metrics,
-    Misuse, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
-    QueueUnbindOptions, ReplyCode, ReturnedMessage, ShortString, State, Tuning,
+    ExchangeDeleteOptions, FieldArray, FieldTable, FieldValue, HandshakeStep, Initiator,
+    LongString, Metrics, Misuse, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions, QueueUnbindOptions, ReplyCode, ReturnedMessage, ShortString, State, Tuning,
 };
 pub use bytes::Bytes;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions, Confirmation, Connection,
-    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, PublishConfirm,
+    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, HandshakeStep, PublishConfirm,
     QueueDeclareOptions,
 };
 use amqp_conformance::client::{ClientPair, Task};
@@ -454,6 +454,25 @@ fn a_silent_broker_is_declared_dead_on_the_fake_clock() {
     all.request.expect_pending();
     pair.advance(Duration::from_secs(120));
     all.all_failed_as_the_request(ErrorKind::HeartbeatTimeout);
+}
+
+#[test]
+fn a_broker_that_never_sends_connection_start_fails_the_connect_after_the_handshake_timeout() {
+    let config = ConnectionConfig {
+        handshake_timeout: Some(Duration::from_secs(10)),
+        ..ConnectionConfig::default()
+    };
+    let (mut pair, mut connecting) = ClientPair::start(config);
+    assert_eq!(pair.next_frame(), None, "only the protocol header was sent");
+    pair.advance(Duration::from_millis(9_999));
+    connecting.expect_pending();
+    pair.advance(Duration::from_millis(1));
+    let err = connecting
+        .expect_ready()
+        .expect_err("the handshake stalled");
+    assert_eq!(err, Error::HandshakeTimeout(HandshakeStep::AwaitingStart));
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(pair.driver_finished());
 }
 
 #[test]

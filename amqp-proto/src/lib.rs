@@ -51,9 +51,9 @@ pub use connection::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ChannelId, CloseReason, ConfirmSelectOptions, Confirmation, Connection, ConnectionConfig,
     ConsumerEnd, ConsumerTag, Delivery, DeliveryTag, Error, ErrorKind, Event, ExchangeBindOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, GetMessage, Initiator, Misuse, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions, QueueUnbindOptions, Reply,
-    RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, GetMessage, HandshakeStep, Initiator, Misuse,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    QueueUnbindOptions, Reply, RequestId, ReturnedMessage, State, Topology, Tuning, WouldBlock,
 };
 pub use error::{CodecError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, PROTOCOL_HEADER};

@@ -7,8 +7,8 @@ use amqp_conformance::peer::{Pair, rabbitmq_start};
 use amqp_proto::sasl::SaslMechanism;
 use amqp_proto::{
     ConnectionClose, ConnectionCloseOk, ConnectionConfig, ConnectionOpenOk, ConnectionSecure,
-    ConnectionStart, ConnectionTune, Error, Event, FieldValue, LongString, Method, ReplyCode,
-    State, Tuning,
+    ConnectionStart, ConnectionTune, Error, ErrorKind, Event, FieldValue, HandshakeStep,
+    LongString, Method, ReplyCode, State, Tuning,
 };
 use bytes::Bytes;
 
@@ -554,7 +554,7 @@ fn other_close_during_handshake_is_connection_closed_with_the_reason() {
 #[test]
 fn handshake_times_out_under_fake_time() {
     let config = ConnectionConfig {
-        connection_timeout: Some(Duration::from_secs(5)),
+        handshake_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
     };
     let mut pair = Pair::new(config);
@@ -568,7 +568,13 @@ fn handshake_times_out_under_fake_time() {
     pair.expect_no_event();
     assert_eq!(pair.client.state(), State::Authenticating);
     pair.advance(Duration::from_millis(1));
-    assert_eq!(pair.expect_closed(), Some(Error::HandshakeTimeout));
+    let err = pair.expect_closed().expect("an error");
+    assert_eq!(err, Error::HandshakeTimeout(HandshakeStep::Authenticating));
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        err.to_string(),
+        "connection handshake timed out waiting for connection.secure or connection.tune"
+    );
     assert_eq!(pair.client.poll_timeout(), None);
     // Late frames from the broker are ignored.
     pair.send_method(0, ConnectionTune::default());
@@ -579,7 +585,7 @@ fn handshake_times_out_under_fake_time() {
 #[test]
 fn handshake_timeout_counts_from_the_start_even_while_opening() {
     let config = ConnectionConfig {
-        connection_timeout: Some(Duration::from_secs(5)),
+        handshake_timeout: Some(Duration::from_secs(5)),
         heartbeat: 0,
         ..Default::default()
     };
@@ -597,13 +603,54 @@ fn handshake_timeout_counts_from_the_start_even_while_opening() {
     assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
     assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
     pair.advance(Duration::from_secs(2));
-    assert_eq!(pair.expect_closed(), Some(Error::HandshakeTimeout));
+    assert_eq!(
+        pair.expect_closed(),
+        Some(Error::HandshakeTimeout(HandshakeStep::Opening))
+    );
+}
+
+#[test]
+fn handshake_timeout_defaults_to_ten_seconds_apart_from_the_connect_timeout() {
+    // The connect timeout bounds opening the transport (the glue's business); a broker that
+    // accepts TCP and then says nothing is given up on after 10 s, naming the stalled step.
+    let config = ConnectionConfig {
+        connection_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    assert_eq!(config.handshake_timeout, Some(Duration::from_secs(10)));
+    let mut pair = Pair::new(config);
+    let started = pair.now;
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(started + Duration::from_secs(10))
+    );
+    pair.advance(Duration::from_secs(10));
+    let err = pair.expect_closed().expect("an error");
+    assert_eq!(err, Error::HandshakeTimeout(HandshakeStep::AwaitingStart));
+    assert_eq!(
+        err.to_string(),
+        "connection handshake timed out waiting for connection.start"
+    );
+}
+
+#[test]
+fn no_handshake_timeout_when_none() {
+    let config = ConnectionConfig {
+        handshake_timeout: None,
+        heartbeat: 0,
+        ..Default::default()
+    };
+    let mut pair = Pair::new(config);
+    assert_eq!(pair.client.poll_timeout(), None);
+    pair.advance(Duration::from_secs(3600));
+    pair.expect_no_event();
+    assert_eq!(pair.client.state(), State::AwaitingStart);
 }
 
 #[test]
 fn no_handshake_timeout_once_open() {
     let config = ConnectionConfig {
-        connection_timeout: Some(Duration::from_secs(5)),
+        handshake_timeout: Some(Duration::from_secs(5)),
         heartbeat: 0,
         ..Default::default()
     };

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicQosOptions, Connection, ConnectionCloseOk, ConnectionConfig, Error, Event, Frame, Method,
-    PROTOCOL_HEADER, State,
+    BasicQosOptions, Connection, ConnectionCloseOk, ConnectionConfig, Error, Event, Frame,
+    HandshakeStep, Method, PROTOCOL_HEADER, State,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -65,7 +65,7 @@ fn close_timeout_under_a_fresh_clock() {
 #[test]
 fn handshake_timeout_runs_from_new_and_fires_once_when_called_late() {
     let config = ConnectionConfig {
-        connection_timeout: Some(secs(5)),
+        handshake_timeout: Some(secs(5)),
         ..Default::default()
     };
     let mut pair = Pair::new(config);
@@ -75,7 +75,10 @@ fn handshake_timeout_runs_from_new_and_fires_once_when_called_late() {
     assert!(!pair.client.is_closed());
     // Called long after the deadline (a stale loop): fires once, with the handshake error.
     pair.advance(secs(100));
-    assert_eq!(pair.expect_closed(), Some(Error::HandshakeTimeout));
+    assert_eq!(
+        pair.expect_closed(),
+        Some(Error::HandshakeTimeout(HandshakeStep::AwaitingStart))
+    );
     assert_eq!(pair.client.poll_timeout(), None);
     pair.advance(secs(100));
     pair.expect_no_event();

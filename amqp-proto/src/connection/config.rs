@@ -36,8 +36,13 @@ pub struct ConnectionConfig {
     pub client_properties: FieldTable,
     /// Locale for the broker's messages.
     pub locale: String,
-    /// Time allowed from the protocol header to `connection.open-ok`.
+    /// Time allowed to open the transport (TCP, and TLS for `amqps://`); the runtime glue
+    /// applies it, the core does not read it.
     pub connection_timeout: Option<Duration>,
+    /// Time allowed from the protocol header to `connection.open-ok` (10 s by default, as
+    /// RabbitMQ's own handshake timeout); on expiry the connection ends with
+    /// [`crate::Error::HandshakeTimeout`] naming the step it stalled at.
+    pub handshake_timeout: Option<Duration>,
     /// Time allowed for the broker's `close-ok` before the connection is dropped anyway.
     pub close_timeout: Duration,
     /// Queued outbound bytes above which publishes are refused with
@@ -66,6 +71,7 @@ impl Default for ConnectionConfig {
             client_properties: FieldTable::new(),
             locale: "en_US".into(),
             connection_timeout: Some(Duration::from_secs(60)),
+            handshake_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(10),
             high_water_mark: 4 << 20,
             max_body_size: 512 << 20,

@@ -158,9 +158,9 @@ pub enum Error {
     /// No bytes arrived for two heartbeat intervals.
     #[error("missed heartbeats: nothing received for {0} seconds")]
     HeartbeatTimeout(u32),
-    /// The handshake did not finish within the connection timeout.
-    #[error("connection handshake timed out")]
-    HandshakeTimeout,
+    /// The handshake did not finish within the handshake timeout; the step it stalled at.
+    #[error("connection handshake timed out {0}")]
+    HandshakeTimeout(super::HandshakeStep),
     /// The transport reported a failure.
     #[error("transport failed ({kind:?}): {message}")]
     Transport {
@@ -210,7 +210,7 @@ impl Error {
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::VhostAccessRefused { .. } => ErrorKind::AccessRefused,
             Error::HeartbeatTimeout(_) => ErrorKind::HeartbeatTimeout,
-            Error::HandshakeTimeout => ErrorKind::Timeout,
+            Error::HandshakeTimeout(_) => ErrorKind::Timeout,
             Error::Transport { .. } | Error::UnexpectedEof { .. } => ErrorKind::ConnectionBroken,
             Error::Protocol { code, .. } => ErrorKind::from_reply_code(*code),
             Error::Encode(_) | Error::Usage(_) => ErrorKind::Usage,

@@ -87,12 +87,26 @@ pub enum State {
     Recovering,
 }
 
-/// The steps of the handshake.
+/// The steps of the handshake, each named by what the client is waiting for; a
+/// [`Error::HandshakeTimeout`] names the one that stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandshakeStep {
+pub enum HandshakeStep {
+    /// The protocol header is sent; waiting for `connection.start`.
     AwaitingStart,
+    /// `start-ok` is sent; waiting for `connection.secure` or `connection.tune`.
     Authenticating,
+    /// `tune-ok` and `open` are sent; waiting for `connection.open-ok`.
     Opening,
+}
+
+impl std::fmt::Display for HandshakeStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HandshakeStep::AwaitingStart => "waiting for connection.start",
+            HandshakeStep::Authenticating => "waiting for connection.secure or connection.tune",
+            HandshakeStep::Opening => "waiting for connection.open-ok",
+        })
+    }
 }
 
 /// Why a close this side sent is under way.
@@ -240,7 +254,7 @@ impl Connection {
             },
             lifecycle: Lifecycle::Handshake {
                 step: HandshakeStep::AwaitingStart,
-                deadline: config.connection_timeout.map(|t| now + t),
+                deadline: config.handshake_timeout.map(|t| now + t),
             },
             decoder: FrameDecoder::default(),
             read_buf: BytesMut::new(),

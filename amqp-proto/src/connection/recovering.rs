@@ -127,7 +127,7 @@ impl Connection {
         self.last_sent = now;
         self.lifecycle = Lifecycle::Handshake {
             step: HandshakeStep::AwaitingStart,
-            deadline: self.config.connection_timeout.map(|t| now + t),
+            deadline: self.config.handshake_timeout.map(|t| now + t),
         };
         Ok(())
     }

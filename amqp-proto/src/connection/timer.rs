@@ -10,7 +10,7 @@ use crate::frame::Frame;
 /// Every timer the connection arms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
-    /// The handshake must finish within `connection_timeout` of [`Connection::new`].
+    /// The handshake must finish within `handshake_timeout` of the protocol header.
     Handshake,
     /// A close we sent must be answered with `close-ok` within `close_timeout`.
     Close,
@@ -63,7 +63,12 @@ impl Connection {
     /// Acts on an expired timer.
     pub(super) fn expire(&mut self, timer: Timer, now: Instant) {
         match timer {
-            Timer::Handshake => self.lost(super::Error::HandshakeTimeout, now),
+            Timer::Handshake => {
+                let Lifecycle::Handshake { step, .. } = self.lifecycle else {
+                    return;
+                };
+                self.lost(super::Error::HandshakeTimeout(step), now);
+            }
             Timer::Close => self.end_close(),
             // While closing, a silent peer ends the close as the close timeout would: with the
             // reason of the close (none for ours), not a heartbeat failure.

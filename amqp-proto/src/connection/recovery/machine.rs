@@ -255,7 +255,13 @@ mod tests {
         assert!(r.transport_ready());
         // The handshake times out: the next attempt is on the other endpoint, later.
         let t1 = t0 + Duration::from_secs(3);
-        assert_eq!(r.attempt_failed(Error::HandshakeTimeout, t1), Next::Wait);
+        assert_eq!(
+            r.attempt_failed(
+                Error::HandshakeTimeout(crate::HandshakeStep::AwaitingStart),
+                t1
+            ),
+            Next::Wait
+        );
         assert_eq!(r.deadline(), Some(t1 + Duration::from_secs(2)));
         let a = r.dial().unwrap();
         assert_eq!((a.number, a.endpoint.unwrap().host.as_str()), (2, "a"));

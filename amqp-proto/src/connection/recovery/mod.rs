@@ -101,7 +101,7 @@ pub fn triggers_recovery(error: &Error) -> bool {
 /// Whether a failed reconnection attempt is worth another: anything that says the broker was
 /// not (yet) reachable or ready, but not a refusal of who we are.
 pub fn attempt_may_retry(error: &Error) -> bool {
-    triggers_recovery(error) || matches!(error, Error::HandshakeTimeout)
+    triggers_recovery(error) || matches!(error, Error::HandshakeTimeout(_))
 }
 
 /// The next reconnection attempt.
@@ -248,11 +248,13 @@ mod tests {
                 code: ReplyCode(505),
                 text: "bad".into(),
             },
-            Error::HandshakeTimeout,
+            Error::HandshakeTimeout(crate::HandshakeStep::Opening),
         ] {
             assert!(!triggers_recovery(&no), "{no}");
         }
-        assert!(attempt_may_retry(&Error::HandshakeTimeout));
+        assert!(attempt_may_retry(&Error::HandshakeTimeout(
+            crate::HandshakeStep::AwaitingStart
+        )));
         assert!(!attempt_may_retry(&Error::Authentication("no".into())));
     }
 
