@@ -4,6 +4,7 @@
 //! and may answer `connection.secure` challenges.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -42,6 +43,14 @@ pub trait SaslMechanism: fmt::Debug + Send + Sync {
             self.name()
         ))
     }
+    /// This mechanism with its secret replaced by one sent in `connection.update-secret`, so
+    /// that a reconnection logs in with the latest secret. `None` (the default, and EXTERNAL)
+    /// when there is no secret to replace or it cannot hold this one (PLAIN and AMQPLAIN
+    /// keep their password as text: a secret that is not UTF-8 leaves the old one).
+    fn with_secret(&self, secret: &[u8]) -> Option<Arc<dyn SaslMechanism>> {
+        let _ = secret;
+        None
+    }
 }
 
 /// PLAIN: user name and password in one message.
@@ -56,6 +65,12 @@ pub struct Plain {
 impl SaslMechanism for Plain {
     fn name(&self) -> &str {
         "PLAIN"
+    }
+    fn with_secret(&self, secret: &[u8]) -> Option<Arc<dyn SaslMechanism>> {
+        Some(Arc::new(Plain {
+            username: self.username.clone(),
+            password: Secret::new(std::str::from_utf8(secret).ok()?),
+        }))
     }
     fn initial_response(&self) -> Result<Bytes, String> {
         let mut out = Vec::with_capacity(2 + self.username.len() + self.password.expose().len());
@@ -79,6 +94,12 @@ pub struct AmqPlain {
 impl SaslMechanism for AmqPlain {
     fn name(&self) -> &str {
         "AMQPLAIN"
+    }
+    fn with_secret(&self, secret: &[u8]) -> Option<Arc<dyn SaslMechanism>> {
+        Some(Arc::new(AmqPlain {
+            username: self.username.clone(),
+            password: Secret::new(std::str::from_utf8(secret).ok()?),
+        }))
     }
     fn initial_response(&self) -> Result<Bytes, String> {
         let mut table = crate::FieldTable::new();
@@ -140,5 +161,24 @@ mod tests {
     fn external_refuses_challenges() {
         assert!(External.initial_response().unwrap().is_empty());
         assert!(External.challenge(b"x").is_err());
+    }
+
+    #[test]
+    fn a_new_secret_replaces_the_password_only() {
+        let p = AmqPlain {
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        let q = p.with_secret(b"q").expect("AMQPLAIN holds a password");
+        assert_eq!(q.name(), "AMQPLAIN");
+        assert_eq!(
+            &q.initial_response().unwrap()[..],
+            b"\x05LOGINS\x00\x00\x00\x01u\x08PASSWORDS\x00\x00\x00\x01q"
+        );
+        assert!(
+            p.with_secret(&[0xff]).is_none(),
+            "not UTF-8: the old one stays"
+        );
+        assert!(External.with_secret(b"q").is_none());
     }
 }

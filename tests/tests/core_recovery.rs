@@ -9,8 +9,9 @@ use amqp_proto::recovery::{Backoff, Endpoint, RecoveryConfig};
 use amqp_proto::{
     BasicAck, BasicConsumeOk, BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId,
     ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
-    ConnectionOpenOk, ConnectionTune, DeliveryTag, Error, ErrorKind, Event, ExchangeDeclareOk,
-    Frame, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk, QueueDeclareOptions, WouldBlock,
+    ConnectionOpenOk, ConnectionTune, ConnectionUpdateSecretOk, DeliveryTag, Error, ErrorKind,
+    Event, ExchangeDeclareOk, Frame, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk,
+    QueueDeclareOptions, WouldBlock,
 };
 
 /// Recovery with exact waits (no jitter): 1 s, 2 s, 4 s, ...; two endpoints.
@@ -355,6 +356,31 @@ fn what_does_not_trigger_recovery() {
     ));
     assert!(matches!(pair.expect_event(), Event::RecoveryStarted { .. }));
     assert!(!pair.client.is_closed());
+}
+
+#[test]
+fn recovery_logs_in_with_the_latest_secret() {
+    let mut pair = recovering_pair(None);
+    let id = pair.client.update_secret(b"token-2", "refresh").unwrap();
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionUpdateSecret(_)
+    ));
+    pair.send_method(0, ConnectionUpdateSecretOk {});
+    assert!(matches!(pair.expect_event(), Event::Completed { id: done, .. } if done == id));
+    lose_transport(&mut pair);
+    pair.advance(Duration::from_secs(1));
+    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
+    pair.peer = ScriptedPeer::default();
+    pair.inbox.clear();
+    let now = pair.now;
+    pair.client.transport_ready(now).unwrap();
+    pair.send_method(0, rabbitmq_start());
+    let Method::ConnectionStartOk(start_ok) = pair.expect_method(0) else {
+        panic!("expected start-ok");
+    };
+    assert_eq!(start_ok.mechanism.as_str(), "PLAIN");
+    assert_eq!(&start_ok.response[..], b"\0guest\0token-2");
 }
 
 #[test]

@@ -549,6 +549,12 @@ impl Connection {
     /// Replaces the connection's secret (e.g. a refreshed OAuth2 token). Completes with
     /// [`Reply::SecretUpdated`]; a broker that refuses closes the connection, which then
     /// fails this request with its reason.
+    ///
+    /// From now on the connection's SASL mechanism carries the new secret (see
+    /// [`SaslMechanism::with_secret`](crate::sasl::SaslMechanism::with_secret)), so an
+    /// automatic recovery logs in with it. It is taken as sent, not on `update-secret-ok`: a
+    /// refusal closes the connection without recovery, and if the link fails before the
+    /// answer the new secret is still the one the application means to use.
     pub fn update_secret(&mut self, new_secret: &[u8], reason: &str) -> Result<RequestId, Error> {
         self.check_open()?;
         let m = ConnectionUpdateSecret {
@@ -556,6 +562,9 @@ impl Connection {
             reason: short(reason)?,
         };
         self.send_method(0, &m.into())?;
+        if let Some(sasl) = self.config.sasl.with_secret(new_secret) {
+            self.config.sasl = sasl;
+        }
         let id = self.next_id();
         self.conn_pending
             .push_back((id, ConnectionUpdateSecretOk::ID));
