@@ -3,8 +3,9 @@
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicDeliver, BasicProperties, BasicPublishOptions, ConnectionConfig, ContentHeader,
-    DeliveryTag, Error, Event, FieldTable, Frame, QueueDeclareOptions, ReplyCode, ShortString,
+    BasicCancelOptions, BasicConsumeOptions, BasicDeliver, BasicProperties, BasicPublishOptions,
+    ChannelId, ConnectionConfig, ContentHeader, DeliveryTag, Error, Event, FieldTable, Frame,
+    Method, QueueDeclareOptions, ReplyCode, ShortString,
 };
 use bytes::Bytes;
 
@@ -206,19 +207,57 @@ fn content_on_two_channels_may_interleave() {
     assert_eq!((second.channel.0, &second.body[..]), (1, &b"abcd"[..]));
 }
 
-#[test]
-fn unknown_consumer_tag_is_a_warning_not_a_panic() {
-    let mut pair = consuming(4096);
-    pair.deliver(1, "nobody", 1, b"stray");
+fn expect_unknown_consumer_warning(pair: &mut Pair, tag: &str, outcome: &str) {
     match pair.expect_event() {
-        Event::Warning(Error::Protocol { text, .. }) => assert!(text.contains("nobody"), "{text}"),
+        Event::Warning(Error::Protocol { text, .. }) => {
+            assert!(text.contains(tag) && text.ends_with(outcome), "{text}");
+        }
         other => panic!("expected a warning, got {other:?}"),
     }
-    // The message is still handed over (so that it can be acked or rejected).
-    let d = pair.expect_delivery();
-    assert_eq!(d.consumer_tag.as_str(), "nobody");
-    assert!(pair.client.is_open());
+    pair.expect_no_event();
+}
+
+#[test]
+fn a_delivery_for_an_unknown_consumer_is_rejected_with_requeue() {
+    let mut pair = consuming(4096);
+    pair.deliver(1, "nobody", 7, b"stray");
+    // Not handed over (no consumer would ever settle it), and not left unacknowledged.
+    expect_unknown_consumer_warning(&mut pair, "nobody", "rejected with requeue");
+    match pair.expect_method(1) {
+        Method::BasicReject(r) => assert_eq!((r.delivery_tag, r.requeue), (7, true)),
+        other => panic!("expected basic.reject, got {other:?}"),
+    }
     pair.expect_silence();
+    assert!(pair.client.is_open());
+}
+
+#[test]
+fn in_flight_deliveries_after_a_nowait_cancel_are_rejected_unless_no_ack() {
+    let mut pair = consuming(4096);
+    let ch = ChannelId(1);
+    let nowait = BasicConsumeOptions {
+        no_ack: true,
+        nowait: true,
+        ..Default::default()
+    };
+    pair.client.basic_consume(ch, "q", "auto", nowait).unwrap();
+    assert!(matches!(pair.expect_method(1), Method::BasicConsume(_)));
+    for tag in ["c1", "auto"] {
+        pair.client
+            .basic_cancel(ch, tag, BasicCancelOptions { nowait: true })
+            .unwrap();
+        assert!(matches!(pair.expect_method(1), Method::BasicCancel(_)));
+    }
+    pair.drain_events();
+    // From the acknowledging consumer: back to the queue.
+    pair.deliver(1, "c1", 1, b"in flight");
+    expect_unknown_consumer_warning(&mut pair, "c1", "rejected with requeue");
+    assert!(matches!(pair.expect_method(1), Method::BasicReject(_)));
+    // From the no-ack one: the broker counts it as acknowledged; a reject would be a 406.
+    pair.deliver(1, "auto", 2, b"in flight");
+    expect_unknown_consumer_warning(&mut pair, "auto", "dropped (no-ack)");
+    pair.expect_silence();
+    assert!(pair.client.is_open());
 }
 
 #[test]

@@ -90,7 +90,8 @@ fn frame_larger_than_frame_max_is_501_before_it_is_buffered() {
         ..Default::default()
     };
     let mut pair = Pair::connected_with(config, 2047, 4096, 60);
-    pair.open_channel();
+    let ch = pair.open_channel();
+    pair.start_consumer(ch, "q", "c");
     // Exactly frame_max (7 + 4088 + 1) is accepted.
     pair.send_frame(Frame::Method(
         1,

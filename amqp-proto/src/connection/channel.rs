@@ -347,6 +347,12 @@ pub(super) struct OpenChannel {
     pub(super) pending: VecDeque<Pending>,
     pub(super) incoming: Option<Incoming>,
     pub(super) consumers: HashSet<ShortString>,
+    /// Tags of no-ack consumers: the live ones, and those this client cancelled without
+    /// waiting (deliveries may still be in flight). A delivery for a tag not in `consumers`
+    /// is rejected with requeue unless its tag is here: the broker counts a no-ack delivery
+    /// as acknowledged, and rejecting it would close the channel with 406. Kept until the
+    /// channel closes: one tag per no-ack consumer cancelled with `nowait`.
+    pub(super) no_ack: HashSet<ShortString>,
     pub(super) confirms: Option<Confirms>,
     /// False while the broker has paused publishing with `channel.flow`.
     pub(super) flow_active: bool,
@@ -362,6 +368,7 @@ impl Default for OpenChannel {
             pending: VecDeque::new(),
             incoming: None,
             consumers: HashSet::new(),
+            no_ack: HashSet::new(),
             confirms: None,
             flow_active: true,
             tags: TagEpoch::default(),

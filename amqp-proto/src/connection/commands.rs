@@ -36,12 +36,21 @@ impl Connection {
         let reply = match &method {
             Method::BasicConsume(m) => {
                 open.consumers.insert(m.consumer_tag.clone());
+                if m.no_ack {
+                    open.no_ack.insert(m.consumer_tag.clone());
+                }
                 Reply::Consuming {
                     consumer_tag: m.consumer_tag.clone(),
                 }
             }
             Method::BasicCancel(m) => {
+                // Without a cancel-ok to wait for, deliveries may still be in flight: the
+                // no-ack mark outlives the consumer so they are not rejected.
+                let no_ack = open.no_ack.contains(&m.consumer_tag);
                 open.end_consumer(&m.consumer_tag, ConsumerEnd::Cancelled, &mut cx);
+                if no_ack {
+                    open.no_ack.insert(m.consumer_tag.clone());
+                }
                 Reply::Sent
             }
             _ => Reply::Sent,

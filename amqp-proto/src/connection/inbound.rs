@@ -259,15 +259,6 @@ impl OpenChannel {
             Method::BasicAck(ack) => self.on_confirm(ack.delivery_tag, ack.multiple, true, cx),
             Method::BasicNack(nack) => self.on_confirm(nack.delivery_tag, nack.multiple, false, cx),
             Method::BasicDeliver(d) => {
-                if !self.consumers.contains(&d.consumer_tag) {
-                    cx.events.push_back(Event::Warning(Error::Protocol {
-                        code: ReplyCode::COMMAND_INVALID,
-                        text: format!(
-                            "delivery {} on channel {ch} for unknown consumer {:?}",
-                            d.delivery_tag, d.consumer_tag
-                        ),
-                    }));
-                }
                 self.incoming = Some(Incoming::new(ContentMethod::Deliver(d)));
             }
             Method::BasicReturn(r) => {
@@ -286,6 +277,7 @@ impl OpenChannel {
         cx: &mut ChannelContext<'_>,
     ) {
         if self.consumers.remove(tag) {
+            self.no_ack.remove(tag);
             cx.topology.forget_consumer(cx.channel, tag);
             cx.events.push_back(Event::ConsumerEnded {
                 channel: cx.id(),
@@ -348,6 +340,9 @@ impl OpenChannel {
             Method::BasicQosOk(_) => Reply::QosSet,
             Method::BasicConsumeOk(ok) => {
                 self.consumers.insert(ok.consumer_tag.clone());
+                if matches!(&pending.request, Method::BasicConsume(m) if m.no_ack) {
+                    self.no_ack.insert(ok.consumer_tag.clone());
+                }
                 cx.topology
                     .record(ch, &pending.request, Some(&ok.consumer_tag));
                 Reply::Consuming {
@@ -447,6 +442,36 @@ impl OpenChannel {
         let channel = cx.id();
         let (method, properties, body) = incoming.into_parts();
         match method {
+            ContentMethod::Deliver(d) if !self.consumers.contains(&d.consumer_tag) => {
+                // No consumer to hand it to (cancelled without waiting, or never ours): left
+                // unacknowledged it would sit with this client until the channel closes, so it
+                // goes back to the queue, unless a no-ack consumer had it (already counted as
+                // acknowledged by the broker; a reject would be a 406).
+                let no_ack = self.no_ack.contains(&d.consumer_tag);
+                if !no_ack {
+                    cx.send(
+                        BasicReject {
+                            delivery_tag: d.delivery_tag,
+                            requeue: true,
+                        }
+                        .into(),
+                    );
+                }
+                cx.events.push_back(Event::Warning(Error::Protocol {
+                    code: ReplyCode::COMMAND_INVALID,
+                    text: format!(
+                        "delivery {} on channel {} for unknown consumer {:?}: {}",
+                        d.delivery_tag,
+                        channel.0,
+                        d.consumer_tag,
+                        if no_ack {
+                            "dropped (no-ack)"
+                        } else {
+                            "rejected with requeue"
+                        }
+                    ),
+                }));
+            }
             ContentMethod::Deliver(d) => {
                 cx.events.push_back(Event::Delivery(Box::new(Delivery {
                     channel,
