@@ -358,6 +358,19 @@ fn what_does_not_trigger_recovery() {
     assert!(!pair.client.is_closed());
 }
 
+/// The transport breaks; after the first backoff (1 s) a fresh broker sends
+/// `connection.start`.
+fn first_attempt_gets_start(pair: &mut Pair) {
+    lose_transport(pair);
+    pair.advance(Duration::from_secs(1));
+    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
+    pair.peer = ScriptedPeer::default();
+    pair.inbox.clear();
+    let now = pair.now;
+    pair.client.transport_ready(now).unwrap();
+    pair.send_method(0, rabbitmq_start());
+}
+
 #[test]
 fn recovery_logs_in_with_the_latest_secret() {
     let mut pair = recovering_pair(None);
@@ -368,14 +381,7 @@ fn recovery_logs_in_with_the_latest_secret() {
     ));
     pair.send_method(0, ConnectionUpdateSecretOk {});
     assert!(matches!(pair.expect_event(), Event::Completed { id: done, .. } if done == id));
-    lose_transport(&mut pair);
-    pair.advance(Duration::from_secs(1));
-    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
-    pair.peer = ScriptedPeer::default();
-    pair.inbox.clear();
-    let now = pair.now;
-    pair.client.transport_ready(now).unwrap();
-    pair.send_method(0, rabbitmq_start());
+    first_attempt_gets_start(&mut pair);
     let Method::ConnectionStartOk(start_ok) = pair.expect_method(0) else {
         panic!("expected start-ok");
     };
@@ -388,14 +394,7 @@ fn a_refused_login_while_recovering_gives_up() {
     let mut pair = recovering_pair(None);
     let ch = pair.open_channel();
     let _ = ch;
-    lose_transport(&mut pair);
-    pair.advance(Duration::from_secs(1));
-    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
-    pair.peer = ScriptedPeer::default();
-    pair.inbox.clear();
-    let now = pair.now;
-    pair.client.transport_ready(now).unwrap();
-    pair.send_method(0, rabbitmq_start());
+    first_attempt_gets_start(&mut pair);
     assert!(matches!(
         pair.expect_method(0),
         Method::ConnectionStartOk(_)
