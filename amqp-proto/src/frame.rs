@@ -33,6 +33,10 @@ pub const MIN_FRAME_MAX: u32 = 4096;
 pub const PRE_TUNE_FRAME_MAX: u32 = 8192;
 
 /// One decoded frame. Payloads share the read buffer's allocation; nothing is copied.
+///
+/// The channel numbers here are the wire's bare `u16`: the codec sits below the connection
+/// and knows no channels, only frames; [`ChannelId`](crate::ChannelId) names a channel
+/// from the connection up.
 // Frames are decoded and consumed in place; boxing the method would cost an allocation on
 // every delivery.
 #[allow(clippy::large_enum_variant)]

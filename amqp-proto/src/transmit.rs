@@ -26,6 +26,9 @@ const TAIL_ROOM: usize = 4 * 1024;
 
 /// Bytes waiting to be written, in order, as a list of chunks ready for a vectored write.
 ///
+/// Like [`Frame`], it takes the wire's bare `u16` channel numbers: it is
+/// codec level, below the connection's [`ChannelId`](crate::ChannelId).
+///
 /// ```
 /// use amqp_proto::{BasicProperties, Transmit, BasicPublish};
 /// use bytes::Bytes;

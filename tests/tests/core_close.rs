@@ -148,7 +148,7 @@ fn client_channel_close() {
             .topology()
             .consumers
             .iter()
-            .all(|c| c.channel != ch.0)
+            .all(|c| c.channel != ch)
     );
 }
 

@@ -42,7 +42,7 @@ fn binding_keys(t: &Topology) -> Vec<(&str, &str, &str)> {
 fn consumer_tags(t: &Topology) -> Vec<(u16, &str)> {
     t.consumers
         .iter()
-        .map(|c| (c.channel, c.consume.consumer_tag.as_str()))
+        .map(|c| (c.channel.0, c.consume.consumer_tag.as_str()))
         .collect()
 }
 
@@ -175,7 +175,7 @@ fn declarations_are_recorded_once_accepted() {
     );
     assert_eq!(consumer_tags(t), [(ch.0, "amq.ctag-1")]);
     assert_eq!(t.consumers[0].consume.queue.as_str(), "jobs");
-    let settings = &t.channels[&ch.0];
+    let settings = &t.channels[&ch];
     assert!(settings.confirm && !settings.tx);
     // The last qos per global flag.
     let mut qos: Vec<(bool, u16)> = settings
@@ -185,7 +185,7 @@ fn declarations_are_recorded_once_accepted() {
         .collect();
     qos.sort();
     assert_eq!(qos, [(false, 20), (true, 100)]);
-    assert!(t.channels[&tx.0].tx);
+    assert!(t.channels[&tx].tx);
 }
 
 #[test]
@@ -484,7 +484,7 @@ fn closing_a_channel_forgets_its_consumers_and_settings() {
     pair.expect_completed(id).unwrap();
     let t = pair.client.topology();
     assert_eq!(consumer_tags(t), [(b.0, "c2")]);
-    assert!(!t.channels.contains_key(&a.0));
+    assert!(!t.channels.contains_key(&a));
     // Queues and exchanges belong to the connection, not the channel.
     assert_eq!(queue_names(t), ["q"]);
 

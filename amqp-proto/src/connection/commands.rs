@@ -55,7 +55,7 @@ impl Connection {
             }
             _ => Reply::Sent,
         };
-        cx.topology.record(ch.0, &method, None);
+        cx.topology.record(ch, &method, None);
         cx.events.push_back(Event::Completed {
             id,
             result: Ok(reply),
@@ -112,7 +112,7 @@ impl Connection {
         if let (Some(channel), mut cx) = split!(self, ch.0) {
             std::mem::replace(channel, Channel::Closing(id)).fail(&error, &mut cx);
             // Its consumers ended just now; recovery must not bring them back.
-            cx.topology.forget_channel(ch.0);
+            cx.topology.forget_channel(ch);
         }
         Ok(id)
     }

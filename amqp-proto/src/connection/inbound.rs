@@ -192,7 +192,7 @@ fn no_method(what: &str, cx: &ChannelContext<'_>) -> Violation {
 /// Answers the broker's `channel.close` and returns the error the channel ends with.
 fn server_close(close: ChannelClose, cx: &mut ChannelContext<'_>) -> Error {
     cx.send(ChannelCloseOk {}.into());
-    cx.topology.forget_channel(cx.channel);
+    cx.topology.forget_channel(ChannelId(cx.channel));
     Error::ChannelClosed {
         channel: cx.id(),
         reason: server_reason(
@@ -205,7 +205,7 @@ fn server_close(close: ChannelClose, cx: &mut ChannelContext<'_>) -> Error {
 }
 
 fn complete_client_close(id: RequestId, cx: &mut ChannelContext<'_>) -> Retain {
-    cx.topology.forget_channel(cx.channel);
+    cx.topology.forget_channel(ChannelId(cx.channel));
     cx.complete(id, Ok(Reply::ChannelClosed));
     Retain::Remove
 }
@@ -278,7 +278,7 @@ impl OpenChannel {
     ) {
         if self.consumers.remove(tag) {
             self.no_ack.remove(tag);
-            cx.topology.forget_consumer(cx.channel, tag);
+            cx.topology.forget_consumer(cx.id(), tag);
             cx.events.push_back(Event::ConsumerEnded {
                 channel: cx.id(),
                 consumer_tag: tag.clone(),
@@ -322,7 +322,8 @@ impl OpenChannel {
             Method::ExchangeBindOk(_) => Reply::ExchangeBound,
             Method::ExchangeUnbindOk(_) => Reply::ExchangeUnbound,
             Method::QueueDeclareOk(ok) => {
-                cx.topology.record(ch, &pending.request, Some(&ok.queue));
+                cx.topology
+                    .record(ChannelId(ch), &pending.request, Some(&ok.queue));
                 Reply::QueueDeclared {
                     queue: ok.queue,
                     message_count: ok.message_count,
@@ -344,7 +345,7 @@ impl OpenChannel {
                     self.no_ack.insert(ok.consumer_tag.clone());
                 }
                 cx.topology
-                    .record(ch, &pending.request, Some(&ok.consumer_tag));
+                    .record(ChannelId(ch), &pending.request, Some(&ok.consumer_tag));
                 Reply::Consuming {
                     consumer_tag: ok.consumer_tag,
                 }
@@ -372,7 +373,7 @@ impl OpenChannel {
             pending.request,
             Method::QueueDeclare(_) | Method::BasicConsume(_)
         ) {
-            cx.topology.record(ch, &pending.request, None);
+            cx.topology.record(ChannelId(ch), &pending.request, None);
         }
         cx.complete(pending.id, Ok(result));
         Ok(())

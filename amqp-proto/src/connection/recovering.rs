@@ -150,7 +150,7 @@ impl Connection {
 
     /// The new connection is open: replay the topology onto it.
     pub(super) fn begin_replay(&mut self, now: Instant) {
-        let channels: Vec<u16> = self.channels.numbers().collect();
+        let channels: Vec<ChannelId> = self.channels.numbers().map(ChannelId).collect();
         let max = match self.tuning.channel_max {
             0 => u16::MAX,
             m => m,
@@ -159,7 +159,7 @@ impl Connection {
         let spare = (1..=max)
             .find(|n| !self.channels.contains_key(n))
             .unwrap_or(max);
-        let plan = ReplayPlan::new(&self.topology, &channels, spare);
+        let plan = ReplayPlan::new(&self.topology, &channels, ChannelId(spare));
         let next = match self.recovery.as_mut() {
             Some(r) => r.opened(plan, now),
             None => return,
@@ -172,7 +172,7 @@ impl Connection {
         let Some(step) = self.recovery.as_ref().and_then(|r| r.current_step()) else {
             return false;
         };
-        step.channel == ch
+        step.channel == ChannelId(ch)
             && (matches!(method, Method::ChannelClose(_))
                 || step.method.info().expects_reply(method.id()))
     }
@@ -213,7 +213,7 @@ impl Connection {
                 if let Some(channel) = self.channels.remove(&ch) {
                     let (_, mut cx) = split!(self, ch);
                     channel.fail(&error, &mut cx);
-                    cx.topology.forget_channel(ch);
+                    cx.topology.forget_channel(ChannelId(ch));
                     self.events.push_back(Event::ChannelClosed {
                         channel: ChannelId(ch),
                         error,
@@ -237,11 +237,11 @@ impl Connection {
         match next {
             Next::Wait => {}
             Next::Send(ReplayStep { channel, method }) => {
-                if let Err(error) = self.send_method(channel, &method) {
+                if let Err(error) = self.send_method(channel.0, &method) {
                     // Cannot happen for recorded methods (they were sent once already), but a
                     // step that cannot be encoded is reported and skipped, not retried.
                     self.events.push_back(Event::ReplayFailed {
-                        channel: ChannelId(channel),
+                        channel,
                         method: method.name(),
                         error,
                     });

@@ -11,6 +11,8 @@ use crate::spec::{
 };
 use crate::types::ShortString;
 
+use super::event::ChannelId;
+
 /// A queue as declared, with the name the broker gave it (which differs for server-named
 /// queues, declared with an empty name).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +37,7 @@ impl RecordedQueue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedConsumer {
     /// Its channel.
-    pub channel: u16,
+    pub channel: ChannelId,
     /// The consume request as sent, with `consumer_tag` set to the actual tag.
     pub consume: BasicConsume,
 }
@@ -67,13 +69,18 @@ pub struct Topology {
     /// Consumers running.
     pub consumers: Vec<RecordedConsumer>,
     /// Channel settings, by channel id.
-    pub channels: std::collections::BTreeMap<u16, RecordedChannel>,
+    pub channels: std::collections::BTreeMap<ChannelId, RecordedChannel>,
 }
 
 impl Topology {
     /// Records the effect of `request` on `channel`, which the broker accepted; `name` is the
     /// queue name or consumer tag from the reply where the broker chooses it.
-    pub(crate) fn record(&mut self, channel: u16, request: &Method, name: Option<&ShortString>) {
+    pub(crate) fn record(
+        &mut self,
+        channel: ChannelId,
+        request: &Method,
+        name: Option<&ShortString>,
+    ) {
         match request {
             Method::ExchangeDeclare(m) if !m.passive => {
                 self.exchanges.retain(|e| e.exchange != m.exchange);
@@ -151,7 +158,7 @@ impl Topology {
         }
     }
 
-    pub(crate) fn forget_consumer(&mut self, channel: u16, tag: &ShortString) {
+    pub(crate) fn forget_consumer(&mut self, channel: ChannelId, tag: &ShortString) {
         let mut queues = Vec::new();
         self.consumers.retain(|c| {
             let gone = c.channel == channel && c.consume.consumer_tag == *tag;
@@ -163,7 +170,7 @@ impl Topology {
         self.sweep_queues(queues);
     }
 
-    pub(crate) fn forget_channel(&mut self, channel: u16) {
+    pub(crate) fn forget_channel(&mut self, channel: ChannelId) {
         self.channels.remove(&channel);
         let mut queues = Vec::new();
         self.consumers.retain(|c| {
@@ -317,35 +324,35 @@ mod tests {
     #[test]
     fn auto_delete_queue_goes_with_its_last_consumer_only_once_consumed() {
         let mut t = Topology::default();
-        t.record(1, &queue("auto", true), None);
-        t.record(1, &queue("kept", false), None);
+        t.record(ChannelId(1), &queue("auto", true), None);
+        t.record(ChannelId(1), &queue("kept", false), None);
         // Never consumed: the broker keeps it.
-        t.forget_channel(2);
+        t.forget_channel(ChannelId(2));
         assert_eq!(names(&t).1, ["auto", "kept"]);
-        t.record(1, &consume("auto", "a"), None);
-        t.record(2, &consume("auto", "b"), None);
-        t.record(1, &consume("kept", "k"), None);
-        t.forget_consumer(1, &s("a"));
+        t.record(ChannelId(1), &consume("auto", "a"), None);
+        t.record(ChannelId(2), &consume("auto", "b"), None);
+        t.record(ChannelId(1), &consume("kept", "k"), None);
+        t.forget_consumer(ChannelId(1), &s("a"));
         assert_eq!(names(&t).1, ["auto", "kept"], "one consumer is left");
-        t.forget_channel(2);
+        t.forget_channel(ChannelId(2));
         assert_eq!(names(&t).1, ["kept"]);
-        t.forget_consumer(1, &s("k"));
+        t.forget_consumer(ChannelId(1), &s("k"));
         assert_eq!(names(&t).1, ["kept"], "not auto-delete");
     }
 
     #[test]
     fn auto_delete_exchange_goes_with_its_last_binding_cascading() {
         let mut t = Topology::default();
-        t.record(1, &exchange("top", true), None);
-        t.record(1, &exchange("mid", true), None);
-        t.record(1, &exchange("plain", false), None);
-        t.record(1, &queue("q", false), None);
-        t.record(1, &e2e("mid", "top"), None);
-        t.record(1, &bind("q", "mid"), None);
-        t.record(1, &bind("q", "plain"), None);
+        t.record(ChannelId(1), &exchange("top", true), None);
+        t.record(ChannelId(1), &exchange("mid", true), None);
+        t.record(ChannelId(1), &exchange("plain", false), None);
+        t.record(ChannelId(1), &queue("q", false), None);
+        t.record(ChannelId(1), &e2e("mid", "top"), None);
+        t.record(ChannelId(1), &bind("q", "mid"), None);
+        t.record(ChannelId(1), &bind("q", "plain"), None);
         // Unbinding q from mid orphans mid, whose removal orphans top.
         t.record(
-            1,
+            ChannelId(1),
             &QueueUnbind {
                 queue: s("q"),
                 exchange: s("mid"),
@@ -362,11 +369,11 @@ mod tests {
     #[test]
     fn deleting_a_queue_can_orphan_an_auto_delete_exchange() {
         let mut t = Topology::default();
-        t.record(1, &exchange("x", true), None);
-        t.record(1, &queue("q", true), None);
-        t.record(1, &bind("q", "x"), None);
-        t.record(1, &consume("q", "c"), None);
-        t.forget_consumer(1, &s("c"));
+        t.record(ChannelId(1), &exchange("x", true), None);
+        t.record(ChannelId(1), &queue("q", true), None);
+        t.record(ChannelId(1), &bind("q", "x"), None);
+        t.record(ChannelId(1), &consume("q", "c"), None);
+        t.forget_consumer(ChannelId(1), &s("c"));
         assert_eq!(names(&t), (vec![], vec![]));
         assert!(t.queue_bindings.is_empty());
     }
@@ -374,11 +381,11 @@ mod tests {
     #[test]
     fn exchange_delete_and_unbind_sweep_sources() {
         let mut t = Topology::default();
-        t.record(1, &exchange("src", true), None);
-        t.record(1, &exchange("dst", false), None);
-        t.record(1, &e2e("dst", "src"), None);
+        t.record(ChannelId(1), &exchange("src", true), None);
+        t.record(ChannelId(1), &exchange("dst", false), None);
+        t.record(ChannelId(1), &e2e("dst", "src"), None);
         t.record(
-            1,
+            ChannelId(1),
             &ExchangeDelete {
                 exchange: s("dst"),
                 ..Default::default()
@@ -387,11 +394,11 @@ mod tests {
             None,
         );
         assert!(names(&t).0.is_empty(), "src lost its only binding");
-        t.record(1, &exchange("src", true), None);
-        t.record(1, &exchange("dst", false), None);
-        t.record(1, &e2e("dst", "src"), None);
+        t.record(ChannelId(1), &exchange("src", true), None);
+        t.record(ChannelId(1), &exchange("dst", false), None);
+        t.record(ChannelId(1), &e2e("dst", "src"), None);
         t.record(
-            1,
+            ChannelId(1),
             &ExchangeUnbind {
                 destination: s("dst"),
                 source: s("src"),
@@ -406,11 +413,19 @@ mod tests {
     #[test]
     fn flow_and_server_named_queues_are_recorded() {
         let mut t = Topology::default();
-        t.record(3, &crate::spec::ChannelFlow { active: false }.into(), None);
-        assert!(t.channels[&3].paused);
-        t.record(3, &crate::spec::ChannelFlow { active: true }.into(), None);
-        assert!(!t.channels[&3].paused);
-        t.record(1, &queue("", false), Some(&s("amq.gen-1")));
+        t.record(
+            ChannelId(3),
+            &crate::spec::ChannelFlow { active: false }.into(),
+            None,
+        );
+        assert!(t.channels[&ChannelId(3)].paused);
+        t.record(
+            ChannelId(3),
+            &crate::spec::ChannelFlow { active: true }.into(),
+            None,
+        );
+        assert!(!t.channels[&ChannelId(3)].paused);
+        t.record(ChannelId(1), &queue("", false), Some(&s("amq.gen-1")));
         assert!(t.queues[0].is_server_named());
         assert_eq!(t.queues[0].name.as_str(), "amq.gen-1");
     }

@@ -225,6 +225,7 @@ impl Recovery {
 mod tests {
     use super::super::{Backoff, Topology};
     use super::*;
+    use crate::ChannelId;
     use crate::spec::Method;
 
     fn config(max_attempts: Option<u32>) -> RecoveryConfig {
@@ -266,7 +267,7 @@ mod tests {
         let a = r.dial().unwrap();
         assert_eq!((a.number, a.endpoint.unwrap().host.as_str()), (2, "a"));
         assert!(r.transport_ready());
-        let plan = ReplayPlan::new(&Topology::default(), &[1], 2);
+        let plan = ReplayPlan::new(&Topology::default(), &[ChannelId(1)], ChannelId(2));
         let Next::Send(step) = r.opened(plan, t1) else {
             panic!("a step")
         };
@@ -301,14 +302,18 @@ mod tests {
         let mut r = Recovery::start(Recovery::schedule(&config(None)), eof(), t0).unwrap();
         r.dial();
         r.transport_ready();
-        let plan = ReplayPlan::new(&Topology::default(), &[1, 2], 3);
-        assert!(matches!(r.opened(plan, t0), Next::Send(s) if s.channel == 1));
+        let plan = ReplayPlan::new(
+            &Topology::default(),
+            &[ChannelId(1), ChannelId(2)],
+            ChannelId(3),
+        );
+        assert!(matches!(r.opened(plan, t0), Next::Send(s) if s.channel == ChannelId(1)));
         let (dropped, next) = r.step_refused(t0);
         assert!(
             dropped.is_empty(),
             "the refused step itself is not returned"
         );
-        assert!(matches!(next, Next::Send(s) if s.channel == 2));
-        assert_eq!(r.current_step().map(|s| s.channel), Some(2));
+        assert!(matches!(next, Next::Send(s) if s.channel == ChannelId(2)));
+        assert_eq!(r.current_step().map(|s| s.channel), Some(ChannelId(2)));
     }
 }

@@ -13,13 +13,14 @@ use crate::spec::{
 };
 use crate::types::ShortString;
 
+use super::super::event::ChannelId;
 use super::super::topology::Topology;
 
 /// One method of the replay and the channel it goes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayStep {
     /// The channel.
-    pub channel: u16,
+    pub channel: ChannelId,
     /// The method, always one with a reply.
     pub method: Method,
 }
@@ -28,19 +29,19 @@ pub struct ReplayStep {
 ///
 /// ```
 /// use amqp_proto::recovery::ReplayPlan;
-/// use amqp_proto::{Method, Topology};
+/// use amqp_proto::{ChannelId, Method, Topology};
 ///
-/// let mut plan = ReplayPlan::new(&Topology::default(), &[1, 2], 3);
+/// let mut plan = ReplayPlan::new(&Topology::default(), &[ChannelId(1), ChannelId(2)], ChannelId(3));
 /// let steps: Vec<_> = std::iter::from_fn(|| plan.next_step()).collect();
 /// // Nothing declared: just the two channels, reopened with their numbers.
 /// assert_eq!(steps.len(), 2);
-/// assert!(matches!(steps[1].method, Method::ChannelOpen(_)) && steps[1].channel == 2);
+/// assert!(matches!(steps[1].method, Method::ChannelOpen(_)) && steps[1].channel == ChannelId(2));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ReplayPlan {
     steps: VecDeque<ReplayStep>,
     /// The channel exchanges, queues and bindings are declared on.
-    topology_channel: u16,
+    topology_channel: ChannelId,
     /// Old names of the server-named queues, in the order of their declarations.
     server_named: VecDeque<ShortString>,
     /// The old name of the server-named queue whose declaration was handed out last.
@@ -52,11 +53,11 @@ impl ReplayPlan {
     /// Plans the replay of `topology` onto the channels `channels` (their numbers, in
     /// ascending order); declarations go on `topology_channel`, a number not among them,
     /// which is closed again at the end.
-    pub fn new(topology: &Topology, channels: &[u16], topology_channel: u16) -> Self {
+    pub fn new(topology: &Topology, channels: &[ChannelId], topology_channel: ChannelId) -> Self {
         let mut steps = VecDeque::new();
         let mut server_named = VecDeque::new();
         let mut push =
-            |channel: u16, method: Method| steps.push_back(ReplayStep { channel, method });
+            |channel: ChannelId, method: Method| steps.push_back(ReplayStep { channel, method });
         for &ch in channels {
             push(ch, ChannelOpen::default().into());
             let Some(rec) = topology.channels.get(&ch) else {
@@ -143,7 +144,7 @@ impl ReplayPlan {
     }
 
     /// The channel declarations go on.
-    pub fn topology_channel(&self) -> u16 {
+    pub fn topology_channel(&self) -> ChannelId {
         self.topology_channel
     }
 
@@ -171,7 +172,7 @@ impl ReplayPlan {
     /// The broker closed `channel` while replaying (a step on it was refused). The channel
     /// of declarations is reopened and the rest goes on; an application channel is lost, and
     /// the steps still planned on it are returned so that their owners can be told.
-    pub fn channel_closed(&mut self, channel: u16) -> Vec<ReplayStep> {
+    pub fn channel_closed(&mut self, channel: ChannelId) -> Vec<ReplayStep> {
         if channel == self.topology_channel {
             let more = self.steps.iter().any(|s| s.channel == channel);
             if more {
@@ -318,7 +319,7 @@ mod tests {
             ),
         ];
         for (ch, m, name) in ops {
-            t.record(ch, &m, name.map(s).as_ref());
+            t.record(ChannelId(ch), &m, name.map(s).as_ref());
         }
         t
     }
@@ -345,7 +346,7 @@ mod tests {
 
     #[test]
     fn replays_in_java_order_without_nowait() {
-        let mut plan = ReplayPlan::new(&topology(), &[1, 2], 3);
+        let mut plan = ReplayPlan::new(&topology(), &[ChannelId(1), ChannelId(2)], ChannelId(3));
         assert_eq!(
             run(&mut plan),
             [
@@ -371,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_renamed_queue_is_followed_by_its_bindings_and_consumers() {
-        let mut plan = ReplayPlan::new(&topology(), &[1, 2], 3);
+        let mut plan = ReplayPlan::new(&topology(), &[ChannelId(1), ChannelId(2)], ChannelId(3));
         while let Some(step) = plan.next_step() {
             if let Method::QueueDeclare(m) = &step.method {
                 if m.queue.is_empty() {
@@ -391,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_refused_declaration_reopens_the_declarations_channel() {
-        let mut plan = ReplayPlan::new(&topology(), &[1, 2], 3);
+        let mut plan = ReplayPlan::new(&topology(), &[ChannelId(1), ChannelId(2)], ChannelId(3));
         let mut seen = Vec::new();
         while let Some(step) = plan.next_step() {
             seen.push(describe(&step));
@@ -399,7 +400,7 @@ mod tests {
                 break;
             }
         }
-        assert!(plan.channel_closed(3).is_empty());
+        assert!(plan.channel_closed(ChannelId(3)).is_empty());
         assert_eq!(
             plan.next_step().map(|s| describe(&s)).as_deref(),
             Some("3 channel.open")
@@ -412,8 +413,8 @@ mod tests {
 
     #[test]
     fn a_lost_application_channel_drops_its_steps() {
-        let mut plan = ReplayPlan::new(&topology(), &[1, 2], 3);
-        let dropped = plan.channel_closed(2);
+        let mut plan = ReplayPlan::new(&topology(), &[ChannelId(1), ChannelId(2)], ChannelId(3));
+        let dropped = plan.channel_closed(ChannelId(2));
         let dropped: Vec<_> = dropped.iter().map(describe).collect();
         assert_eq!(
             dropped,
@@ -429,7 +430,7 @@ mod tests {
 
     #[test]
     fn consumers_of_channels_not_reopened_are_left_out() {
-        let plan = ReplayPlan::new(&topology(), &[1], 3);
+        let plan = ReplayPlan::new(&topology(), &[ChannelId(1)], ChannelId(3));
         assert_eq!(plan.clone().remaining(), 12);
         let mut plan = plan;
         assert!(run(&mut plan).iter().all(|s| !s.starts_with("2 ")));
