@@ -17,77 +17,17 @@
 //! exactly one outcome, every consumer ends exactly once, `Closed` comes once and last.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use amqp_proto::{
     BasicConsumeOk, BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
     ChannelId, ChannelOpenOk, ConfirmSelectOk, ConfirmSelectOptions, Connection, ConnectionConfig,
     ConnectionOpenOk, ConnectionStart, ConnectionTune, Event, FieldTable, Frame, LongString,
-    Method, Reply, RequestId,
+    Method,
 };
+use amqp_proto_fuzz::Books;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-
-/// What the client promised and must keep.
-#[derive(Default)]
-struct Books {
-    /// Requests issued and not completed, with their channel (0 for the connection).
-    pending: BTreeMap<RequestId, u16>,
-    /// Publishes in confirm mode without an outcome yet.
-    unconfirmed: BTreeSet<(u16, u64)>,
-    /// Consumers running.
-    consumers: BTreeSet<(u16, Vec<u8>)>,
-    closed: bool,
-}
-
-impl Books {
-    fn issued(&mut self, id: Result<RequestId, amqp_proto::Error>, channel: u16) {
-        if let Ok(id) = id {
-            assert!(
-                self.pending.insert(id, channel).is_none(),
-                "request id {id:?} reused"
-            );
-        }
-    }
-
-    fn check(&mut self, event: &Event) {
-        assert!(!self.closed, "event after Closed: {event:?}");
-        match event {
-            Event::Completed { id, result } => {
-                let channel = self
-                    .pending
-                    .remove(id)
-                    .unwrap_or_else(|| panic!("completion of unknown or finished request {id:?}"));
-                if let Ok(Reply::Consuming { consumer_tag }) = result {
-                    let fresh = self
-                        .consumers
-                        .insert((channel, consumer_tag.as_bytes().to_vec()));
-                    assert!(fresh, "consumer {consumer_tag:?} started twice");
-                }
-            }
-            Event::Confirmed { channel, tag, .. } => {
-                assert!(
-                    self.unconfirmed.remove(&(channel.0, tag.0)),
-                    "outcome for a publish that has none pending: {event:?}"
-                );
-            }
-            Event::ConsumerEnded {
-                channel,
-                consumer_tag,
-                ..
-            } => {
-                assert!(
-                    self.consumers
-                        .remove(&(channel.0, consumer_tag.as_bytes().to_vec())),
-                    "end of a consumer that was not running: {event:?}"
-                );
-            }
-            Event::Closed(_) => self.closed = true,
-            _ => {}
-        }
-    }
-}
 
 struct Harness {
     conn: Connection,
