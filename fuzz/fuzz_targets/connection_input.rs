@@ -231,21 +231,6 @@ fuzz_target!(|data: &[u8]| {
     h.conn.handle_eof(h.now);
     h.settle(0);
     assert!(h.conn.is_closed());
-    assert!(h.books.closed, "no Closed event");
-    assert!(
-        h.books.pending.is_empty(),
-        "requests never completed: {:?}",
-        h.books.pending
-    );
-    assert!(
-        h.books.unconfirmed.is_empty(),
-        "publishes without outcome: {:?}",
-        h.books.unconfirmed
-    );
-    assert!(
-        h.books.consumers.is_empty(),
-        "consumers never ended: {:?}",
-        h.books.consumers
-    );
+    h.books.check_all_ended();
     assert_eq!(h.conn.poll_timeout(), None);
 });

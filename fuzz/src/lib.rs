@@ -65,4 +65,24 @@ impl Books {
             _ => {}
         }
     }
+
+    /// After the end: `Closed` was seen and nothing is left pending.
+    pub fn check_all_ended(&self) {
+        assert!(self.closed, "no Closed event");
+        assert!(
+            self.pending.is_empty(),
+            "requests never completed: {:?}",
+            self.pending
+        );
+        assert!(
+            self.unconfirmed.is_empty(),
+            "publishes without outcome: {:?}",
+            self.unconfirmed
+        );
+        assert!(
+            self.consumers.is_empty(),
+            "consumers never ended: {:?}",
+            self.consumers
+        );
+    }
 }
