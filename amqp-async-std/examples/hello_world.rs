@@ -2,9 +2,9 @@
 //! consumer prints what arrives there.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example hello_world -- receive     # Ctrl-C to stop
-//! cargo run -p amqp-async-std --example hello_world -- send
-//! cargo run -p amqp-async-std --example hello_world -- receive 1   # stop after one message
+//! cargo run -p amqp-async-std --example async_std_hello_world -- receive     # Ctrl-C to stop
+//! cargo run -p amqp-async-std --example async_std_hello_world -- send
+//! cargo run -p amqp-async-std --example async_std_hello_world -- receive 1   # stop after one message
 //! ```
 //!
 //! The broker is `$AMQP_URI`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.

@@ -2,8 +2,8 @@
 //! `logs`; every `receive_logs` binds a fresh, exclusive queue to it and so gets every message.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example publish_subscribe -- receive_logs     # one or more
-//! cargo run -p amqp-async-std --example publish_subscribe -- emit_log info: Hello World!
+//! cargo run -p amqp-async-std --example async_std_publish_subscribe -- receive_logs     # one or more
+//! cargo run -p amqp-async-std --example async_std_publish_subscribe -- emit_log info: Hello World!
 //! ```
 
 use amqp_async_std::{

@@ -3,7 +3,7 @@
 //! confirm says about a `mandatory` message that no queue took.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example publisher_confirms -- [MESSAGES]   # default 1000
+//! cargo run -p amqp-async-std --example async_std_publisher_confirms -- [MESSAGES]   # default 1000
 //! ```
 
 use std::collections::VecDeque;

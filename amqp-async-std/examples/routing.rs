@@ -3,8 +3,8 @@
 //! per severity it wants, and gets only those.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example routing -- receive_logs_direct warning error
-//! cargo run -p amqp-async-std --example routing -- emit_log_direct error "Run. Run. Or it will explode."
+//! cargo run -p amqp-async-std --example async_std_routing -- receive_logs_direct warning error
+//! cargo run -p amqp-async-std --example async_std_routing -- emit_log_direct error "Run. Run. Or it will explode."
 //! ```
 //!
 //! Add `--limit N` before the severities to stop after N messages.

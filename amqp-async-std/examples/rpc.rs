@@ -3,8 +3,8 @@
 //! waits for the reply that carries the same id.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example rpc -- server        # add a count to stop after N calls
-//! cargo run -p amqp-async-std --example rpc -- client 30
+//! cargo run -p amqp-async-std --example async_std_rpc -- server        # add a count to stop after N calls
+//! cargo run -p amqp-async-std --example async_std_rpc -- client 30
 //! ```
 
 use amqp_async_std::{

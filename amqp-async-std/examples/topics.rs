@@ -3,8 +3,8 @@
 //! its queue with patterns, where `*` matches one word and `#` zero or more.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example topics -- receive_logs_topic "kern.*" "*.critical"
-//! cargo run -p amqp-async-std --example topics -- emit_log_topic kern.critical "A critical kernel error"
+//! cargo run -p amqp-async-std --example async_std_topics -- receive_logs_topic "kern.*" "*.critical"
+//! cargo run -p amqp-async-std --example async_std_topics -- emit_log_topic kern.critical "A critical kernel error"
 //! ```
 //!
 //! Add `--limit N` before the binding keys to stop after N messages.

@@ -3,10 +3,10 @@
 //! dot in the message, and acks only when done, so a worker that dies loses nothing.
 //!
 //! ```text
-//! cargo run -p amqp-async-std --example work_queues -- worker        # start two or three of these
-//! cargo run -p amqp-async-std --example work_queues -- new_task First message.
-//! cargo run -p amqp-async-std --example work_queues -- new_task Third message...
-//! cargo run -p amqp-async-std --example work_queues -- worker 2      # stop after two tasks
+//! cargo run -p amqp-async-std --example async_std_work_queues -- worker        # start two or three of these
+//! cargo run -p amqp-async-std --example async_std_work_queues -- new_task First message.
+//! cargo run -p amqp-async-std --example async_std_work_queues -- new_task Third message...
+//! cargo run -p amqp-async-std --example async_std_work_queues -- worker 2      # stop after two tasks
 //! ```
 
 use std::time::Duration;

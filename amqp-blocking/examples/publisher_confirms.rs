@@ -3,7 +3,7 @@
 //! confirm says about a `mandatory` message that no queue took.
 //!
 //! ```text
-//! cargo run -p amqp-blocking --example publisher_confirms -- [MESSAGES]   # default 1000
+//! cargo run -p amqp-blocking --example blocking_publisher_confirms -- [MESSAGES]   # default 1000
 //! ```
 
 use std::collections::VecDeque;

@@ -3,8 +3,8 @@
 //! per severity it wants, and gets only those.
 //!
 //! ```text
-//! cargo run -p amqp-blocking --example routing -- receive_logs_direct warning error
-//! cargo run -p amqp-blocking --example routing -- emit_log_direct error "Run. Run. Or it will explode."
+//! cargo run -p amqp-blocking --example blocking_routing -- receive_logs_direct warning error
+//! cargo run -p amqp-blocking --example blocking_routing -- emit_log_direct error "Run. Run. Or it will explode."
 //! ```
 //!
 //! Add `--limit N` before the severities to stop after N messages.

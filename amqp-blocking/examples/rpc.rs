@@ -3,8 +3,8 @@
 //! waits for the reply that carries the same id.
 //!
 //! ```text
-//! cargo run -p amqp-blocking --example rpc -- server        # add a count to stop after N calls
-//! cargo run -p amqp-blocking --example rpc -- client 30
+//! cargo run -p amqp-blocking --example blocking_rpc -- server        # add a count to stop after N calls
+//! cargo run -p amqp-blocking --example blocking_rpc -- client 30
 //! ```
 
 use amqp_blocking::{

@@ -3,8 +3,8 @@
 //! its queue with patterns, where `*` matches one word and `#` zero or more.
 //!
 //! ```text
-//! cargo run -p amqp-blocking --example topics -- receive_logs_topic "kern.*" "*.critical"
-//! cargo run -p amqp-blocking --example topics -- emit_log_topic kern.critical "A critical kernel error"
+//! cargo run -p amqp-blocking --example blocking_topics -- receive_logs_topic "kern.*" "*.critical"
+//! cargo run -p amqp-blocking --example blocking_topics -- emit_log_topic kern.critical "A critical kernel error"
 //! ```
 //!
 //! Add `--limit N` before the binding keys to stop after N messages.
