@@ -15,6 +15,8 @@
 #                                    integration tests need the broker), run from
 #                                    a copy of the repository that sits alone in
 #                                    its own directory (see "self-contained" below)
+#   -. feature metrics            -- clippy and the exporter test of amqp-client's
+#                                    optional `metrics` feature (off by default)
 #   5. fuzz smoke                 -- every target of `cargo fuzz list` in fuzz/,
 #                                    FUZZ_SECONDS (default 30) seconds each;
 #                                    FUZZ_SECONDS=0 skips this step
@@ -144,6 +146,14 @@ run_cargo_test() {
     (cd "$ISOLATED" && CARGO_TARGET_DIR="$ROOT/target" cargo test --workspace) 2>&1 | tee "$TEST_LOG"
 }
 
+# Optional features that the default-feature build above leaves out.
+run_feature_tests() {
+    (cd "$ISOLATED" && CARGO_TARGET_DIR="$ROOT/target" cargo clippy -p amqp-client --all-targets \
+        --features metrics -- -D warnings &&
+        CARGO_TARGET_DIR="$ROOT/target" cargo test -p amqp-client --features metrics \
+            --test metrics_export) 2>&1 | tee -a "$TEST_LOG"
+}
+
 ensure_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -200,6 +210,7 @@ step "MSRV" check_msrv
 step "self-contained: no outside paths" check_no_outside_paths
 step "self-contained: isolated copy" make_isolated_copy
 step "cargo test" run_cargo_test
+step "feature metrics: clippy and test" run_feature_tests
 
 if ((FUZZ_SECONDS == 0)); then
     loud "FUZZ_SECONDS=0: fuzz smoke SKIPPED"
