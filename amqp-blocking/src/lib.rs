@@ -1,7 +1,8 @@
 //! # amqp-blocking
 //!
-//! A blocking AMQP 0-9-1 client over `std::net`: the operations and names of `amqp-tokio`,
-//! as plain calls that return when the broker has answered.
+//! A blocking AMQP 0-9-1 client: the operations and names of `amqp-tokio`, as plain calls
+//! that return when the broker has answered. A background I/O thread moves the bytes; today it
+//! runs `amqp-async-std`'s driver on `async-io` (a driver on `std::net` alone is not done yet).
 //!
 //! ```no_run
 //! use amqp_blocking::{

@@ -31,7 +31,7 @@ pub struct Metrics {
     pub frames_out: u64,
     /// Bytes handed to the core by the caller.
     pub bytes_in: u64,
-    /// Bytes the caller reported written ([`crate::Connection::advance_transmit`]).
+    /// Bytes handed to the caller for writing ([`crate::Connection::poll_transmit`]).
     pub bytes_out: u64,
     /// `basic.publish` calls accepted.
     pub publishes: u64,
