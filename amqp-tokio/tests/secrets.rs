@@ -11,15 +11,17 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "common/capture.rs"]
+mod capture;
 
 use amqp_conformance::node::{BrokerNode, shared_tls_node};
 use amqp_tokio::{
     BasicGetOptions, BasicProperties, BasicPublishOptions, ConfirmSelectOptions, ConnectOptions,
     Connection, ErrorKind, QueueDeclareOptions, TlsOptions,
 };
+use capture::Capture;
 
 /// Every test is bounded: a hang is a failure.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -86,33 +88,6 @@ async fn disabled_verification_is_logged_as_a_warning() {
             "{logs}"
         );
         within(conn.close()).await.unwrap();
-    }
-}
-
-/// A `MakeWriter` that appends everything to one buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 

@@ -5,30 +5,12 @@
 //! fails when it is missing. A current-thread runtime runs the driver on the test's thread,
 //! where the thread-local subscriber sees everything.
 
-use std::io;
-use std::sync::{Arc, Mutex};
+#[path = "common/capture.rs"]
+mod capture;
+
+use capture::Capture;
 
 use amqp_tokio::{ConnectOptions, ErrorKind, QueueDeclareOptions};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.contains(needle)).collect()
@@ -60,7 +42,7 @@ async fn connection_and_channel_spans_carry_name_endpoint_and_number() {
     conn.close().await.unwrap();
     drop(guard);
 
-    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let text = capture.text();
     let span = r#"amqp.connection{name="span-check" endpoint=127.0.0.1:5672 vhost=/}"#;
     let connected = lines_with(&text, "amqp: connection established");
     assert_eq!(connected.len(), 1, "{text}");
