@@ -337,8 +337,10 @@ pub(super) enum Channel {
     Opening(RequestId),
     /// Ready for commands.
     Open(Box<OpenChannel>),
-    /// This client sent `channel.close`; completes the request when `close-ok` arrives.
-    Closing(RequestId),
+    /// This client sent `channel.close`; completes the request (if any: none after a request
+    /// timeout, or once the close itself timed out) when `close-ok` arrives. The number stays
+    /// taken until then, so it is never reopened while the broker may still hold it.
+    Closing(Option<RequestId>),
 }
 
 /// What an open channel keeps.
@@ -356,6 +358,8 @@ pub(super) struct OpenChannel {
     pub(super) confirms: Option<Confirms>,
     /// False while the broker has paused publishing with `channel.flow`.
     pub(super) flow_active: bool,
+    /// Time allowed for each request's reply on this channel (`None`: no limit).
+    pub(super) request_timeout: Option<std::time::Duration>,
     /// Delivery tags as shown to the application, unique across recoveries.
     pub(super) tags: TagEpoch,
     /// At-least-once mode: publishes not yet confirmed, oldest first.
@@ -371,6 +375,7 @@ impl Default for OpenChannel {
             no_ack: HashSet::new(),
             confirms: None,
             flow_active: true,
+            request_timeout: None,
             tags: TagEpoch::default(),
             kept: VecDeque::new(),
         }

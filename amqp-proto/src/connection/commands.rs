@@ -27,10 +27,12 @@ impl Connection {
             return Ok(id);
         };
         if !nowait {
+            let timeout = open.request_timeout;
             open.pending.push_back(Pending {
                 id,
                 request: method,
             });
+            self.deadlines.note(id, ch.0, timeout);
             return Ok(id);
         }
         let reply = match &method {
@@ -76,7 +78,39 @@ impl Connection {
         self.send_method(id, &ChannelOpen::default().into())?;
         let rid = self.next_id();
         self.channels.insert(id, Channel::Opening(rid));
+        self.deadlines.note(rid, id, self.config.request_timeout);
         Ok((ChannelId(id), rid))
+    }
+
+    /// Sets the time allowed for the reply to each request on `ch` from now on (`None`: no
+    /// limit); a channel starts with [`ConnectionConfig::request_timeout`](crate::ConnectionConfig::request_timeout).
+    /// Allowed while a recovery is under way: the channel keeps it.
+    pub fn set_request_timeout(
+        &mut self,
+        ch: ChannelId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        match self.channels.get_mut(&ch.0) {
+            Some(Channel::Open(c)) => {
+                c.request_timeout = timeout;
+                Ok(())
+            }
+            Some(Channel::Opening(_)) => Err(Error::Usage(Misuse::ChannelOpening)),
+            Some(Channel::Closing(_)) => Err(Error::Usage(Misuse::ChannelClosing)),
+            None => Err(Error::Usage(Misuse::NoSuchChannel)),
+        }
+    }
+
+    /// The time allowed for the reply to a request on `ch`: its own setting if it is open,
+    /// else the connection's default.
+    pub fn request_timeout(&self, ch: ChannelId) -> Option<std::time::Duration> {
+        match self.channels.get(&ch.0) {
+            Some(Channel::Open(c)) => c.request_timeout,
+            _ => self.config.request_timeout,
+        }
     }
 
     /// Closes a channel (reply 200). Everything pending on it fails at once with that reason;
@@ -109,8 +143,10 @@ impl Connection {
             reason,
         };
         let id = self.next_id();
+        let timeout = self.request_timeout(ch);
+        self.deadlines.note(id, ch.0, timeout);
         if let (Some(channel), mut cx) = split!(self, ch.0) {
-            std::mem::replace(channel, Channel::Closing(id)).fail(&error, &mut cx);
+            std::mem::replace(channel, Channel::Closing(Some(id))).fail(&error, &mut cx);
             // Its consumers ended just now; recovery must not bring them back.
             cx.topology.forget_channel(ch);
         }

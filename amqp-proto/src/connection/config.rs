@@ -43,6 +43,14 @@ pub struct ConnectionConfig {
     /// RabbitMQ's own handshake timeout); on expiry the connection ends with
     /// [`crate::Error::HandshakeTimeout`] naming the step it stalled at.
     pub handshake_timeout: Option<Duration>,
+    /// Time allowed for the reply to each request (`channel.open`, declares, binds, `basic.get`,
+    /// `basic.qos`, `channel.close`, …), 60 s by default; `None` waits for ever. A channel can
+    /// set its own ([`crate::Connection::set_request_timeout`]). On expiry the request fails
+    /// with [`crate::Error::RequestTimeout`] and its channel is closed, since replies on a
+    /// channel come in order and a late one could not be matched. The deadline runs from the
+    /// first call after the command that passes the time (`poll_transmit`, input, timeout),
+    /// so a clock the core last saw long ago never shortens it.
+    pub request_timeout: Option<Duration>,
     /// Time allowed for the broker's `close-ok` before the connection is dropped anyway.
     pub close_timeout: Duration,
     /// Queued outbound bytes above which publishes are refused with
@@ -73,6 +81,10 @@ impl Default for ConnectionConfig {
             connection_timeout: Some(Duration::from_secs(60)),
             handshake_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(10),
+            // Long enough for a slow broker (a quorum queue declared under load, a large
+            // queue deleted), short enough that a stalled link or a resource alarm shows as an
+            // error instead of a hang. Java's client waits 10 min, amqp091-go for ever.
+            request_timeout: Some(Duration::from_secs(60)),
             high_water_mark: 4 << 20,
             max_body_size: 512 << 20,
             recovery: None,
@@ -113,6 +125,14 @@ impl ConnectionConfig {
     #[must_use]
     pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Sets the time allowed for each request's reply (`None`: wait for ever); see
+    /// [`ConnectionConfig::request_timeout`].
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

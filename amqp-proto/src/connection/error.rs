@@ -161,6 +161,20 @@ pub enum Error {
     /// The handshake did not finish within the handshake timeout; the step it stalled at.
     #[error("connection handshake timed out {0}")]
     HandshakeTimeout(super::HandshakeStep),
+    /// A request got no reply within its request timeout (see
+    /// [`ConnectionConfig::request_timeout`](crate::ConnectionConfig::request_timeout)). A late
+    /// reply could not be told apart from the replies to later requests, so the channel was
+    /// closed (reply 200): everything else pending on it, its consumers and its unconfirmed
+    /// publishes fail with this same error.
+    #[error("{request} on channel {channel} got no reply within {after:?}; the channel was closed")]
+    RequestTimeout {
+        /// The channel the request went to.
+        channel: ChannelId,
+        /// The request, by method name (`channel.open`, `queue.declare`, …).
+        request: &'static str,
+        /// The timeout that ran out.
+        after: std::time::Duration,
+    },
     /// The transport reported a failure.
     #[error("transport failed ({kind:?}): {message}")]
     Transport {
@@ -210,7 +224,7 @@ impl Error {
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::VhostAccessRefused { .. } => ErrorKind::AccessRefused,
             Error::HeartbeatTimeout(_) => ErrorKind::HeartbeatTimeout,
-            Error::HandshakeTimeout(_) => ErrorKind::Timeout,
+            Error::HandshakeTimeout(_) | Error::RequestTimeout { .. } => ErrorKind::Timeout,
             Error::Transport { .. } | Error::UnexpectedEof { .. } => ErrorKind::ConnectionBroken,
             Error::Protocol { code, .. } => ErrorKind::from_reply_code(*code),
             Error::Encode(_) | Error::Usage(_) => ErrorKind::Usage,

@@ -54,6 +54,8 @@ pub(super) struct ChannelContext<'a> {
     pub(super) frame_max: u32,
     /// The largest body accepted from the broker.
     pub(super) max_body_size: u64,
+    /// The connection's request timeout, which a channel starts with.
+    pub(super) request_timeout: Option<std::time::Duration>,
 }
 
 impl ChannelContext<'_> {
@@ -116,7 +118,10 @@ impl Channel {
             Channel::Opening(id) => match m {
                 Method::ChannelOpenOk(_) => {
                     cx.complete(*id, Ok(Reply::ChannelOpened(cx.id())));
-                    *self = Channel::Open(Box::default());
+                    *self = Channel::Open(Box::new(OpenChannel {
+                        request_timeout: cx.request_timeout,
+                        ..OpenChannel::default()
+                    }));
                     Ok(Retain::Keep)
                 }
                 Method::ChannelClose(close) => {
@@ -204,9 +209,11 @@ fn server_close(close: ChannelClose, cx: &mut ChannelContext<'_>) -> Error {
     }
 }
 
-fn complete_client_close(id: RequestId, cx: &mut ChannelContext<'_>) -> Retain {
+fn complete_client_close(id: Option<RequestId>, cx: &mut ChannelContext<'_>) -> Retain {
     cx.topology.forget_channel(ChannelId(cx.channel));
-    cx.complete(id, Ok(Reply::ChannelClosed));
+    if let Some(id) = id {
+        cx.complete(id, Ok(Reply::ChannelClosed));
+    }
     Retain::Remove
 }
 
@@ -566,7 +573,7 @@ impl OpenChannel {
     }
 
     /// Fails everything the channel had pending: requests, consumers, unconfirmed publishes.
-    fn fail(mut self, error: &Error, cx: &mut ChannelContext<'_>) {
+    pub(super) fn fail(mut self, error: &Error, cx: &mut ChannelContext<'_>) {
         self.fail_requests(error, cx);
         let mut tags: Vec<_> = self.consumers.drain().collect();
         tags.sort();

@@ -18,6 +18,7 @@ macro_rules! split {
                 join_slabs: &mut conn.join_slabs,
                 frame_max: conn.tuning.frame_max,
                 max_body_size: conn.config.max_body_size,
+                request_timeout: conn.config.request_timeout,
             },
         )
     }};
@@ -26,6 +27,7 @@ macro_rules! split {
 mod channel;
 mod commands;
 mod config;
+mod deadlines;
 mod error;
 mod event;
 mod handshake;
@@ -239,6 +241,8 @@ pub struct Connection {
     recovery: Option<Box<recovery::Recovery>>,
     /// What [`Connection::metrics`] reports.
     counters: Counters,
+    /// When each request must have its reply.
+    deadlines: deadlines::Deadlines,
 }
 
 impl Connection {
@@ -274,6 +278,7 @@ impl Connection {
             recovery: None,
             config,
             counters: Counters::default(),
+            deadlines: deadlines::Deadlines::default(),
         }
     }
 
@@ -373,6 +378,7 @@ impl Connection {
     /// call. Received bodies are slices of `buf`'s memory, so keep reading into the same
     /// buffer: it is reused in place once those bodies are dropped.
     pub fn process_input(&mut self, buf: &mut BytesMut, now: Instant) {
+        self.deadlines.arm(now);
         if buf.len() != self.read_seen {
             self.last_recv = now;
             self.counters.m.bytes_in += buf.len().saturating_sub(self.read_seen) as u64;
@@ -468,8 +474,9 @@ impl Connection {
     }
 
     /// Handles the passage of time: every timer whose deadline is at or before `now` fires
-    /// (heartbeats, a dead peer, handshake and close timeouts).
+    /// (heartbeats, a dead peer, handshake, close and request timeouts).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.deadlines.arm(now);
         for timer in Timer::ALL {
             if self.deadline(timer).is_some_and(|t| t <= now) {
                 self.expire(timer, now);
@@ -483,6 +490,7 @@ impl Connection {
     /// returns `None` and write the pieces in order (a vectored write can take several at
     /// once); large bodies come as their own pieces, by reference, never copied.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.deadlines.arm(now);
         let chunk = self.transmit.pop_chunk()?;
         self.last_sent = now;
         self.counters.m.bytes_out += chunk.len() as u64;
@@ -492,6 +500,9 @@ impl Connection {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
+        if let Event::Completed { id, .. } = &event {
+            self.deadlines.done(*id);
+        }
         // Every event passes here once, so counting here counts each exactly once.
         count_event(&mut self.counters.m, &event);
         Some(event)
@@ -692,6 +703,7 @@ impl Connection {
 
     /// Fails every channel and connection-level request with `error`.
     fn fail_everything(&mut self, error: &Error) {
+        self.deadlines.clear();
         let channels = std::mem::take(&mut self.channels);
         for (ch, channel) in channels {
             let (_, mut cx) = split!(self, ch);

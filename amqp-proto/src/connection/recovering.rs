@@ -78,6 +78,7 @@ impl Connection {
     /// decoded belonged to the old transport; output not yet written may still go to it (a
     /// `close-ok` for the broker's close) until the caller dials anew.
     fn suspend(&mut self, error: &Error) {
+        self.deadlines.clear();
         self.decoder = FrameDecoder::default();
         self.read_buf.clear();
         self.read_seen = 0;

@@ -20,15 +20,18 @@ pub(super) enum Timer {
     HeartbeatSend,
     /// Recovery waits out its backoff: then the caller is told to dial.
     Reconnect,
+    /// The earliest request deadline: that request fails and its channel is closed.
+    Request,
 }
 
 impl Timer {
     /// In the order expiries are acted on: those that end the connection come first, so a
     /// heartbeat is never queued on a connection that is over.
-    pub(super) const ALL: [Timer; 5] = [
+    pub(super) const ALL: [Timer; 6] = [
         Timer::Handshake,
         Timer::Close,
         Timer::PeerDead,
+        Timer::Request,
         Timer::HeartbeatSend,
         Timer::Reconnect,
     ];
@@ -57,6 +60,11 @@ impl Connection {
                 Lifecycle::Recovering => self.recovery.as_ref()?.deadline(),
                 _ => None,
             },
+            // Requests are only in flight while open; a loss or close fails them at once.
+            Timer::Request => match self.lifecycle {
+                Lifecycle::Open => self.deadlines.next(),
+                _ => None,
+            },
         }
     }
 
@@ -83,6 +91,7 @@ impl Connection {
                 }
             },
             Timer::Reconnect => self.dial(),
+            Timer::Request => self.expire_requests(now),
             Timer::HeartbeatSend => {
                 let _ = self.transmit.push_frame(&Frame::Heartbeat);
                 self.last_sent = now;
