@@ -3,11 +3,11 @@
 
 use amqp_conformance::peer::Pair;
 use amqp_proto::{
-    BasicCancel, BasicCancelOk, BasicCancelOptions, BasicConsumeOptions, BasicGetEmpty, BasicGetOk,
-    BasicGetOptions, BasicProperties, BasicQosOk, BasicQosOptions, BasicRecoverOk, ChannelCloseOk,
-    ChannelFlowOk, ChannelId, ChannelOpenOk, ConfirmSelectOk, ConfirmSelectOptions,
-    ConnectionConfig, ConnectionUpdateSecretOk, ConsumerEnd, DeliveryTag, Error, Event,
-    ExchangeBindOk, ExchangeBindOptions, ExchangeDeclareOk, ExchangeDeclareOptions,
+    BasicCancel, BasicCancelOk, BasicCancelOptions, BasicConsumeOk, BasicConsumeOptions,
+    BasicGetEmpty, BasicGetOk, BasicGetOptions, BasicProperties, BasicQosOk, BasicQosOptions,
+    BasicRecoverOk, ChannelCloseOk, ChannelFlowOk, ChannelId, ChannelOpenOk, ConfirmSelectOk,
+    ConfirmSelectOptions, ConnectionConfig, ConnectionUpdateSecretOk, ConsumerEnd, DeliveryTag,
+    Error, Event, ExchangeBindOk, ExchangeBindOptions, ExchangeDeclareOk, ExchangeDeclareOptions,
     ExchangeDeleteOk, ExchangeDeleteOptions, ExchangeUnbindOk, FieldTable, FieldValue, Method,
     Misuse, QueueBindOk, QueueBindOptions, QueueDeclareOk, QueueDeclareOptions, QueueDeleteOk,
     QueueDeleteOptions, QueuePurgeOk, QueuePurgeOptions, QueueUnbindOk, QueueUnbindOptions, Reply,
@@ -788,6 +788,71 @@ fn nowait_consume_needs_a_tag() {
         Err(Error::Usage(Misuse::NowaitConsumeWithoutTag))
     ));
     pair.expect_silence();
+}
+
+#[test]
+fn a_consumer_tag_in_use_on_the_channel_is_refused() {
+    let mut pair = Pair::connected();
+    let ch = pair.open_channel();
+    pair.start_consumer(ch, "q", "c1");
+    let options = BasicConsumeOptions::default;
+    assert!(matches!(
+        pair.client.basic_consume(ch, "q2", "c1", options()),
+        Err(Error::Usage(Misuse::ConsumerTagInUse))
+    ));
+    // Also while the first consume with that tag still waits for its consume-ok.
+    pair.client.basic_consume(ch, "q", "c2", options()).unwrap();
+    assert!(matches!(
+        pair.client.basic_consume(ch, "q", "c2", options()),
+        Err(Error::Usage(Misuse::ConsumerTagInUse))
+    ));
+    assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
+    pair.expect_silence();
+    // The same tag on another channel is a different consumer.
+    let other = pair.open_channel();
+    pair.start_consumer(other, "q", "c1");
+    // An empty tag leaves the choice to the broker, every time.
+    pair.client
+        .basic_consume(other, "q", "", options())
+        .unwrap();
+    pair.client
+        .basic_consume(other, "q", "", options())
+        .unwrap();
+}
+
+#[test]
+fn a_consume_ok_for_a_tag_in_use_is_503() {
+    let mut pair = Pair::connected();
+    let ch = pair.open_channel();
+    pair.start_consumer(ch, "q", "c1");
+    pair.client
+        .basic_consume(ch, "q", "", BasicConsumeOptions::default())
+        .unwrap();
+    assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
+    pair.send_method(
+        ch.0,
+        BasicConsumeOk {
+            consumer_tag: Pair::s("c1"),
+        },
+    );
+    pair.expect_violation(ReplyCode::COMMAND_INVALID);
+}
+
+#[test]
+fn a_consume_ok_naming_another_tag_than_asked_is_503() {
+    let mut pair = Pair::connected();
+    let ch = pair.open_channel();
+    pair.client
+        .basic_consume(ch, "q", "mine", BasicConsumeOptions::default())
+        .unwrap();
+    assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
+    pair.send_method(
+        ch.0,
+        BasicConsumeOk {
+            consumer_tag: Pair::s("theirs"),
+        },
+    );
+    pair.expect_violation(ReplyCode::COMMAND_INVALID);
 }
 
 #[test]

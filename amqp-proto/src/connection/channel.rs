@@ -382,6 +382,17 @@ impl Default for OpenChannel {
     }
 }
 
+impl OpenChannel {
+    /// Whether a consumer with `tag` is active here, or a `basic.consume` for it is waiting for
+    /// its `consume-ok`.
+    pub(super) fn tag_in_use(&self, tag: &str) -> bool {
+        self.consumers.iter().any(|c| c.as_str() == tag)
+            || self.pending.iter().any(
+                |p| matches!(&p.request, Method::BasicConsume(m) if m.consumer_tag.as_str() == tag),
+            )
+    }
+}
+
 /// Channels by number: a slot per number up to the highest in use, so the per-frame lookup is
 /// an index, not a tree walk.
 #[derive(Debug, Default)]

@@ -357,6 +357,9 @@ impl Connection {
         if options.nowait && consumer_tag.is_empty() {
             return Err(Error::Usage(Misuse::NowaitConsumeWithoutTag));
         }
+        if !consumer_tag.is_empty() && self.open_channel_mut(ch)?.tag_in_use(consumer_tag) {
+            return Err(Error::Usage(Misuse::ConsumerTagInUse));
+        }
         let m = BasicConsume {
             reserved_1: 0,
             queue: short(queue)?,

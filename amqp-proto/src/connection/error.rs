@@ -100,6 +100,10 @@ pub enum Misuse {
     /// A no-wait `basic.consume` names its consumer by the tag the client chose.
     #[error("a no-wait consume needs a consumer tag: choose one, or let the broker answer")]
     NowaitConsumeWithoutTag,
+    /// A consumer with this tag is active, or being started, on the channel (the broker would
+    /// close the channel with 530).
+    #[error("this consumer tag is in use on the channel: choose another, or let the broker choose")]
+    ConsumerTagInUse,
     /// The configured SASL mechanism name or locale does not fit a short string.
     #[error("the mechanism name or locale is longer than 255 bytes: fix the ConnectionConfig")]
     ConfigTooLong,

@@ -347,6 +347,24 @@ impl OpenChannel {
             },
             Method::BasicQosOk(_) => Reply::QosSet,
             Method::BasicConsumeOk(ok) => {
+                // Deliveries are routed by tag: a tag given twice, or not the one asked for,
+                // would hand one consumer's messages to another.
+                let asked = match &pending.request {
+                    Method::BasicConsume(m) => m.consumer_tag.as_str(),
+                    _ => "",
+                };
+                if self.consumers.contains(&ok.consumer_tag)
+                    || (!asked.is_empty() && asked != ok.consumer_tag.as_str())
+                {
+                    return Err(cx.violation(
+                        ReplyCode::COMMAND_INVALID,
+                        format_args!(
+                            "basic.consume-ok on channel {ch} names consumer tag {:?}, which is \
+                             already in use or not the tag asked for ({asked:?})",
+                            ok.consumer_tag.as_str()
+                        ),
+                    ));
+                }
                 self.consumers.insert(ok.consumer_tag.clone());
                 if matches!(&pending.request, Method::BasicConsume(m) if m.no_ack) {
                     self.no_ack.insert(ok.consumer_tag.clone());
