@@ -5,6 +5,8 @@
 #   1. scripts/ensure-broker.sh  -- RabbitMQ on 127.0.0.1:5672 + a Rust toolchain
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
+#   -. rustdoc                    -- cargo doc --no-deps --workspace with warnings
+#                                    as errors (broken intra-doc links, missing docs)
 #   -. self-contained checks      -- no tracked file names a path outside the
 #                                    repository; an isolated copy is made for step 4
 #   -. packaging + MSRV          -- `cargo package --no-verify` of every crate (the
@@ -205,6 +207,7 @@ trap on_exit_failure EXIT
 step "ensure broker + toolchain" "$ROOT/scripts/ensure-broker.sh"
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 step "packaging" check_packaging
 step "MSRV" check_msrv
 step "self-contained: no outside paths" check_no_outside_paths

@@ -1,6 +1,6 @@
 //! What a runtime adapter is built from: the [`Transport`] and [`Timer`] it implements, the
-//! [`Driver`] it spawns, and the connect sequence ([`connect_with_transport`], with TLS
-//! [`connect_with_tls_transport`]); [`adapter_connect_api!`](crate::adapter_connect_api)
+//! [`Driver`] it spawns, and the connect sequence ([`connect_with_transport`], and with the `tls`
+//! feature `connect_with_tls_transport`); [`adapter_connect_api!`](crate::adapter_connect_api)
 //! defines the adapter's `Connection` type and `connect` functions.
 
 pub use crate::adapter_connect_api;

@@ -51,7 +51,7 @@ impl Drop for ChannelInner {
 /// A channel. Cheap to clone; every clone is the same channel.
 ///
 /// The channel closes (best effort, without waiting) when the last handle to it goes: every
-/// `Channel` clone and every [`Consumer`], [`Delivery`] and pending [`PublishConfirm`] of it.
+/// `Channel` clone and every [`Consumer`](crate::Consumer), [`Delivery`](crate::Delivery) and pending [`PublishConfirm`] of it.
 /// Use [`Channel::close`] to close it and wait for the broker's answer.
 #[derive(Debug, Clone)]
 pub struct Channel {

@@ -24,7 +24,7 @@ use crate::confirms::Confirms;
 use crate::io::Timer;
 use crate::util::{Map, set_waker, wake_all};
 
-/// What happens to the connection as a whole, as seen by [`Connection::events`].
+/// What happens to the connection as a whole, as seen by [`Connection::events`](crate::Connection::events).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {

@@ -565,7 +565,7 @@ impl TlsError {
     }
 }
 
-/// A plain or a TLS transport: what [`connect_with_tls_transport`] hands to the driver.
+/// A plain or a TLS transport: what [`connect_with_tls_transport`](crate::connect_with_tls_transport) hands to the driver.
 ///
 /// With TLS 1.3 the broker checks the client certificate after the client considers the
 /// handshake done, so a rejected (or missing but required) certificate shows up as the

@@ -3,7 +3,7 @@
 //! The core cannot dial, so it says when and where: after a recoverable failure the
 //! connection waits out a backoff ([`Backoff`], drawn with a [`Rng`] the caller seeds), names
 //! the [`Endpoint`] to dial next ([`Endpoints`] rotate on failure), and once handed a fresh
-//! transport runs the handshake and replays the recorded [`Topology`](super::Topology)
+//! transport runs the handshake and replays the recorded [`Topology`]
 //! ([`ReplayPlan`]). Delivery tags stay unique across reconnects ([`TagEpoch`]).
 //!
 //! What triggers recovery ([`triggers_recovery`]): a transport error, end of stream, missed
