@@ -820,39 +820,36 @@ fn a_consumer_tag_in_use_on_the_channel_is_refused() {
         .unwrap();
 }
 
-#[test]
-fn a_consume_ok_for_a_tag_in_use_is_503() {
-    let mut pair = Pair::connected();
-    let ch = pair.open_channel();
-    pair.start_consumer(ch, "q", "c1");
+/// Asks for a consumer tagged `asked` on `ch`, answers with a consume-ok naming `answered`, and
+/// expects the client to close the connection with 503.
+#[track_caller]
+fn consume_ok_is_503(pair: &mut Pair, ch: ChannelId, asked: &str, answered: &str) {
     pair.client
-        .basic_consume(ch, "q", "", BasicConsumeOptions::default())
+        .basic_consume(ch, "q", asked, BasicConsumeOptions::default())
         .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
     pair.send_method(
         ch.0,
         BasicConsumeOk {
-            consumer_tag: Pair::s("c1"),
+            consumer_tag: Pair::s(answered),
         },
     );
     pair.expect_violation(ReplyCode::COMMAND_INVALID);
 }
 
 #[test]
+fn a_consume_ok_for_a_tag_in_use_is_503() {
+    let mut pair = Pair::connected();
+    let ch = pair.open_channel();
+    pair.start_consumer(ch, "q", "c1");
+    consume_ok_is_503(&mut pair, ch, "", "c1");
+}
+
+#[test]
 fn a_consume_ok_naming_another_tag_than_asked_is_503() {
     let mut pair = Pair::connected();
     let ch = pair.open_channel();
-    pair.client
-        .basic_consume(ch, "q", "mine", BasicConsumeOptions::default())
-        .unwrap();
-    assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
-    pair.send_method(
-        ch.0,
-        BasicConsumeOk {
-            consumer_tag: Pair::s("theirs"),
-        },
-    );
-    pair.expect_violation(ReplyCode::COMMAND_INVALID);
+    consume_ok_is_503(&mut pair, ch, "mine", "theirs");
 }
 
 #[test]
