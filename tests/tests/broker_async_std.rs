@@ -50,7 +50,7 @@ amqp_conformance::async_broker_tests!(AsyncStd);
 /// stalled then cut link, on a dedicated node ([`amqp_conformance::conformance::recovery`]).
 #[test]
 fn recovery_through_faults() {
-    amqp_conformance::conformance::recovery::faults_are_recovered(std::sync::Arc::new(AsyncStd));
+    amqp_conformance::conformance::asynchronous::recovery_through_faults(AsyncStd);
 }
 
 /// The TLS scenarios on async-std's executor, against this binary's dedicated nodes (shared

@@ -57,5 +57,5 @@ mod tls {
 /// stalled then cut link, on a dedicated node ([`amqp_conformance::conformance::recovery`]).
 #[test]
 fn recovery_through_faults() {
-    amqp_conformance::conformance::recovery::faults_are_recovered(std::sync::Arc::new(Tokio));
+    amqp_conformance::conformance::asynchronous::recovery_through_faults(Tokio);
 }

@@ -215,6 +215,15 @@ impl Env {
             .unwrap_or_else(|| panic!("no publisher confirm within {WAIT:?}"))
     }
 
+    /// The broker's answer to one publish, or `None` if `limit` passes first.
+    pub async fn confirm_within(
+        &self,
+        confirm: PublishConfirm,
+        limit: Duration,
+    ) -> Option<Confirmation> {
+        self.within(limit, confirm).await
+    }
+
     /// The next returned message (bounded by [`WAIT`]).
     pub async fn next_return(&self, returns: &mut Returns) -> ReturnedMessage {
         match self.within(WAIT, returns.next()).await {
@@ -340,10 +349,7 @@ where
         Some(None) => "TIMED OUT",
         _ => "FAILED",
     };
-    let flavour = std::any::type_name::<R>()
-        .rsplit("::")
-        .next()
-        .unwrap_or("async");
+    let flavour = flavour_name::<R>();
     eprintln!("[conformance/{flavour}] {scenario}: {verdict} in {elapsed:.2?}");
     match outcome {
         Some(Some(Ok(()))) => {}
@@ -356,6 +362,30 @@ where
         Some(Some(Err(panic))) => std::panic::resume_unwind(panic),
         _ => panic!("cleanup after `{scenario}` did not finish within {CLEANUP_LIMIT:?}"),
     }
+}
+
+/// Runs the recovery scenario ([`super::recovery`]) through `runtime`'s adapter: the client
+/// side, [`recovery_scenario::recovery_client`], on a runtime of its own on a thread of its
+/// own, the faults from the calling thread. Panics on failure.
+pub fn recovery_through_faults<R: Runtime>(runtime: R) {
+    let flavour = flavour_name::<R>();
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    super::recovery::faults_are_recovered(flavour, move |side| {
+        let env = Env::new(runtime.clone(), "recovery_through_faults");
+        let mut tally = None;
+        runtime.block_on(Box::pin(async {
+            tally = Some(recovery_scenario::recovery_client(env, side).await);
+        }));
+        tally.expect("the runtime returned without running the recovery client")
+    });
+}
+
+/// The adapter's name for the output: the `Runtime` type's name.
+fn flavour_name<R>() -> &'static str {
+    std::any::type_name::<R>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("async")
 }
 
 /// What the scenario text sees: the client API, [`Env`], the support helpers and the std
@@ -375,4 +405,18 @@ pub mod scenarios {
 
     scenarios!(keep_async);
     tls_scenarios!(keep_async);
+}
+
+/// The client side of the recovery scenario ([`super::recovery`]), expanded as an async
+/// function over [`amqp_client`].
+pub mod recovery_scenario {
+    use super::prelude::*;
+    use crate::conformance::recovery::{FaultSide, RECOVERY_LIMIT, Tally};
+    use amqp_client::amqp_proto::Event;
+    use futures_util::StreamExt;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    recovery_scenario!(keep_async);
 }

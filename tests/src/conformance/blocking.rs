@@ -165,6 +165,15 @@ impl Env {
             .unwrap_or_else(|| panic!("no publisher confirm within {WAIT:?}"))
     }
 
+    /// The broker's answer to one publish, or `None` if `limit` passes first.
+    pub fn confirm_within(
+        &self,
+        mut confirm: PublishConfirm,
+        limit: Duration,
+    ) -> Option<Confirmation> {
+        confirm.wait_timeout(limit)
+    }
+
     /// The next returned message (bounded by [`WAIT`]).
     pub fn next_return(&self, returns: &mut Returns) -> ReturnedMessage {
         returns
@@ -263,6 +272,15 @@ pub fn run(scenario: &'static str, limit: Duration, body: fn(Env)) {
     }
 }
 
+/// Runs the recovery scenario ([`super::recovery`]) through the blocking adapter: the
+/// client side, [`recovery_scenario::recovery_client`], on a thread of its own, the faults
+/// from the calling thread. Panics on failure.
+pub fn recovery_through_faults() {
+    super::recovery::faults_are_recovered("blocking", |side| {
+        recovery_scenario::recovery_client(Env::new("recovery_through_faults"), side)
+    });
+}
+
 /// What the scenario text sees: the blocking client API, [`Env`], the support helpers and
 /// the std collections it uses.
 pub mod prelude {
@@ -279,4 +297,17 @@ pub mod scenarios {
 
     scenarios!(strip_await);
     tls_scenarios!(strip_await);
+}
+
+/// The client side of the recovery scenario ([`super::recovery`]), expanded without
+/// `async`/`.await` over [`amqp_blocking`].
+pub mod recovery_scenario {
+    use super::prelude::*;
+    use crate::conformance::recovery::{FaultSide, RECOVERY_LIMIT, Tally};
+    use amqp_blocking::amqp_proto::Event;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    recovery_scenario!(strip_await);
 }

@@ -75,6 +75,16 @@
 //! A new scenario is therefore one function in `scenarios.rs` and one line (name, time
 //! limit) in `__conformance_scenario_list!`; every adapter runs it.
 //!
+//! # Recovery
+//!
+//! The automatic-recovery scenario ([`recovery`]: close_connection, stop_app/start_app, a
+//! killed node, a stalled then cut link, on a node of its own) is a third text,
+//! `recovery_scenario!`, for its client side only (publisher, consumer, event watcher); the
+//! faults are plain blocking code shared by every adapter. Each flavour expands the text in
+//! its `recovery_scenario` module and runs it with `recovery_through_faults`
+//! ([`asynchronous::recovery_through_faults`], [`blocking::recovery_through_faults`]), one
+//! test per binary.
+//!
 //! # TLS
 //!
 //! The TLS scenarios (`amqps://`, settings from the URI and from code, SASL EXTERNAL with a
@@ -99,8 +109,11 @@ macro_rules! keep_async {
     ($($text:tt)*) => { $($text)* };
 }
 
-pub mod asynchronous;
+// Before the flavours, which expand its `recovery_scenario!` text.
+#[macro_use]
 pub mod recovery;
+
+pub mod asynchronous;
 pub mod support;
 
 /// Removes `async` and `.await` from Rust code, token by token (including inside
