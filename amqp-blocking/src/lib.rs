@@ -301,6 +301,11 @@ impl Channel {
         now fn id(&self) -> ChannelId;
         /// Whether the channel can be used.
         now fn is_open(&self) -> bool;
+        /// Sets the time allowed for each request's reply on this channel (`None`: no limit);
+        /// see [`amqp_client::Channel::set_request_timeout`].
+        now fn set_request_timeout(&self, timeout: Option<Duration>) -> Result<(), Error>;
+        /// The time allowed for each request's reply on this channel (`None`: no limit).
+        now fn request_timeout(&self) -> Option<Duration>;
         /// Acknowledges a delivery (and every earlier one with `multiple`). Never blocks.
         now fn basic_ack(&self, delivery_tag: DeliveryTag, multiple: bool) -> Result<(), Error>;
         /// Rejects deliveries, optionally requeueing them (a RabbitMQ extension).

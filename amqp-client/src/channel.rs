@@ -4,6 +4,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use amqp_proto as proto;
 use bytes::Bytes;
@@ -75,6 +76,21 @@ impl Channel {
         self.inner.id
     }
 
+    /// Sets the time allowed for the reply to each request on this channel from now on
+    /// (`None`: wait for ever); a channel starts with the connection's
+    /// [`ConnectionConfig::request_timeout`](proto::ConnectionConfig::request_timeout) (60 s
+    /// by default). A request that runs out fails with [`Error::RequestTimeout`] and closes
+    /// the channel; a command held back while the connection recovers fails with
+    /// [`Error::RecoveryTimeout`] after the same time, unsent.
+    pub fn set_request_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.now(|c, ch| c.set_request_timeout(ch, timeout))
+    }
+
+    /// The time allowed for the reply to each request on this channel (`None`: no limit).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        lock(self.shared()).core.request_timeout(self.inner.id)
+    }
+
     /// Whether the channel can be used (not closed by either side, connection not over).
     pub fn is_open(&self) -> bool {
         lock(self.shared()).channel(self.inner.key).is_ok()
@@ -96,7 +112,7 @@ impl Channel {
         &self,
         command: impl FnOnce(&mut proto::Connection, ChannelId) -> Result<RequestId, Error>,
     ) -> Result<Reply, Error> {
-        recovered(self.shared()).await;
+        recovered(self.shared(), Some(self.inner.id)).await?;
         let id = self.start(|s, ch| Ok((command(&mut s.core, ch)?, ReqKind::Plain)))?;
         WaitReply::new(self.shared(), id).await
     }

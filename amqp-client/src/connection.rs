@@ -45,7 +45,7 @@ impl Connection {
     /// Opens a channel on the lowest free number.
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let mut opened = None;
-        recovered(self.shared()).await;
+        recovered(self.shared(), None).await?;
         let id = start_request(self.shared(), |s| {
             let (ch, id) = s.core.open_channel()?;
             let key = s.add_channel(ch);
@@ -137,7 +137,7 @@ impl Connection {
     /// credentials expire (OAuth 2.0) validate it.
     pub async fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<(), Error> {
         tracing::debug!(reason, "amqp: updating the connection secret");
-        recovered(self.shared()).await;
+        recovered(self.shared(), None).await?;
         let id = start_request(self.shared(), |s| {
             Ok((s.core.update_secret(new_secret, reason)?, ReqKind::Plain))
         })?;

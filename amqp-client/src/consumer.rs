@@ -223,7 +223,7 @@ impl Channel {
     ) -> Result<Consumer, Error> {
         let mut consumer = 0;
         let no_ack = options.no_ack;
-        recovered(self.shared()).await;
+        recovered(self.shared(), Some(self.inner.id)).await?;
         let id = self.start(|s, ch| {
             let id = s.core.basic_consume(ch, queue, consumer_tag, options)?;
             consumer = s.next_key();
@@ -248,7 +248,7 @@ impl Channel {
         queue: &str,
         options: BasicGetOptions,
     ) -> Result<Option<Delivery>, Error> {
-        recovered(self.shared()).await;
+        recovered(self.shared(), Some(self.inner.id)).await?;
         let id = self.start(|s, ch| {
             let id = s.core.basic_get(ch, queue, options)?;
             let kind = ReqKind::Get {

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use amqp_proto::{Error, Misuse, Reply, RequestId};
+use std::time::Duration;
+
+use amqp_proto::{ChannelId, Error, Misuse, Reply, RequestId};
 
 use crate::shared::{ReqKind, Shared, SharedRef};
 use crate::util::lock;
@@ -70,17 +72,35 @@ impl Drop for WaitReply<'_> {
 }
 
 /// Waits while the connection is being recovered: commands issued meanwhile go out once it
-/// is back (or fail with the reason it ended), instead of failing with `WouldBlock`.
-pub(crate) fn recovered(shared: &Mutex<Shared>) -> impl Future<Output = ()> + '_ {
+/// is back (or fail with the reason it ended), instead of failing with `WouldBlock`. The
+/// wait is bounded by the request timeout of channel `ch` (the connection's default for
+/// `None`): past it the command fails with [`Error::RecoveryTimeout`] unsent.
+pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> Result<(), Error> {
+    // Armed on the first poll that finds a recovery under way, so the common case (no
+    // recovery) costs one check.
+    let mut limit: Option<(Duration, crate::io::Sleep)> = None;
+    let mut armed = false;
     std::future::poll_fn(move |cx| {
         let mut s = lock(shared);
-        if s.core.is_recovering() {
-            crate::util::register(&mut s.state_waiters, cx.waker());
-            Poll::Pending
-        } else {
-            Poll::Ready(())
+        if !s.core.is_recovering() {
+            return Poll::Ready(Ok(()));
         }
+        if !armed {
+            armed = true;
+            let timeout = s.core.request_timeout(ch.unwrap_or(ChannelId(0)));
+            let now = s.now();
+            limit = timeout.and_then(|t| Some((t, s.sleep_until(now.checked_add(t)?))));
+        }
+        crate::util::register(&mut s.state_waiters, cx.waker());
+        drop(s);
+        if let Some((after, sleep)) = &mut limit {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Error::RecoveryTimeout(*after)));
+            }
+        }
+        Poll::Pending
     })
+    .await
 }
 
 /// Runs one command under the lock and registers its waiter in the same critical section.

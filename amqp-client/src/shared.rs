@@ -246,6 +246,11 @@ impl Shared {
         self.clock.now()
     }
 
+    /// A future that completes at `deadline`, on the runtime's timer.
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> crate::io::Sleep {
+        self.clock.sleep_until(deadline)
+    }
+
     pub(crate) fn next_key(&mut self) -> u64 {
         self.next_key += 1;
         self.next_key

@@ -105,7 +105,7 @@ impl Connection {
     }
 
     /// The time allowed for the reply to a request on `ch`: its own setting if it is open,
-    /// else the connection's default.
+    /// else (also for channel 0) the connection's default.
     pub fn request_timeout(&self, ch: ChannelId) -> Option<std::time::Duration> {
         match self.channels.get(&ch.0) {
             Some(Channel::Open(c)) => c.request_timeout,

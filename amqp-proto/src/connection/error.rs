@@ -179,6 +179,10 @@ pub enum Error {
         /// The timeout that ran out.
         after: std::time::Duration,
     },
+    /// A command waited for a recovery in progress longer than its request timeout and was
+    /// not sent (the runtime glue holds commands back while recovering).
+    #[error("the connection was still recovering after {0:?}; the command was not sent")]
+    RecoveryTimeout(std::time::Duration),
     /// The transport reported a failure.
     #[error("transport failed ({kind:?}): {message}")]
     Transport {
@@ -228,7 +232,9 @@ impl Error {
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::VhostAccessRefused { .. } => ErrorKind::AccessRefused,
             Error::HeartbeatTimeout(_) => ErrorKind::HeartbeatTimeout,
-            Error::HandshakeTimeout(_) | Error::RequestTimeout { .. } => ErrorKind::Timeout,
+            Error::HandshakeTimeout(_)
+            | Error::RequestTimeout { .. }
+            | Error::RecoveryTimeout(_) => ErrorKind::Timeout,
             Error::Transport { .. } | Error::UnexpectedEof { .. } => ErrorKind::ConnectionBroken,
             Error::Protocol { code, .. } => ErrorKind::from_reply_code(*code),
             Error::Encode(_) | Error::Usage(_) => ErrorKind::Usage,
