@@ -1642,6 +1642,55 @@ macro_rules! scenarios {
         }
 
         $mode! {
+            /// A request on a link that stalls (through the test proxy: bytes stop both ways,
+            /// the sockets stay open) fails with a `Timeout` after the request timeout instead
+            /// of waiting for ever, and closes only its channel; `open_channel` likewise. Once
+            /// the link flows again the late replies are dropped (no protocol violation) and
+            /// the same connection serves a new channel.
+            pub async fn request_timeout_on_a_stalled_link(env: Env) {
+                let mut options = env.options();
+                let target = format!("{}:{}", options.uri.host, options.uri.port);
+                let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
+                    .expect("resolve the broker's address")
+                    .find(|a| a.ip().is_loopback())
+                    .expect("the broker on a loopback address (the proxy serves only those)");
+                let proxy = crate::proxy::Proxy::start(target).expect("start the test proxy");
+                options.uri.host = proxy.addr().ip().to_string();
+                options.uri.port = proxy.addr().port();
+                options.config.request_timeout = Some(ms(1_500));
+                let conn = env.try_connect(options).await.expect("connect");
+                let ch = conn.open_channel().await.expect("open channel");
+                let queue = declare_private_queue(&ch).await;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                proxy.stall();
+                let err = ch
+                    .queue_declare(&queue, passive.clone())
+                    .await
+                    .expect_err("a declare on a stalled link times out");
+                assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+                assert!(!ch.is_open(), "the channel of the timed-out request is closed");
+                let err = conn
+                    .open_channel()
+                    .await
+                    .expect_err("open_channel on a stalled link times out");
+                assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+                assert!(conn.is_open(), "{:?}", conn.closed().await);
+                proxy.resume();
+                // The late declare-ok, open-ok and close-oks come first on the wire, then the
+                // answers for the new channel.
+                let ch = conn.open_channel().await.expect("a new channel after the stall");
+                ch.queue_declare(&queue, passive)
+                    .await
+                    .expect("the queue is still there");
+                assert!(conn.is_open(), "{:?}", conn.closed().await);
+                conn.close().await.expect("close");
+            }
+        }
+
+        $mode! {
             /// `rabbitmqctl close_connection` on this connection (320 CONNECTION_FORCED) promptly
             /// fails everything pending with that reason: in-flight publisher confirms, requests in
             /// flight, `wait_for_confirms`; ends every consumer stream with it, and the events
