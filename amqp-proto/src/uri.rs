@@ -9,7 +9,8 @@
 //! Username, password, host and vhost are percent-decoded. Query
 //! parameters are the ones the RabbitMQ documentation lists for its own
 //! clients (`heartbeat`, `frame_max`, `channel_max`, `connection_timeout`,
-//! `auth_mechanism` and the TLS file/verification settings).
+//! `auth_mechanism` and the TLS file/verification settings), and this client's
+//! `request_timeout`.
 //!
 //! Parsing is pure: nothing is resolved, opened or read. Passwords are held
 //! in a [`Secret`], so neither `Debug` nor `Display` of an [`AmqpUri`]
@@ -279,6 +280,9 @@ pub struct AmqpUri {
     pub channel_max: Option<u16>,
     /// `connection_timeout` (given in milliseconds).
     pub connection_timeout: Option<Duration>,
+    /// `request_timeout` (given in milliseconds; 0: no limit), this client's own: see
+    /// [`ConnectionConfig::request_timeout`](crate::ConnectionConfig::request_timeout).
+    pub request_timeout: Option<Duration>,
     /// Every `auth_mechanism` value, lowercased, in the order given.
     pub auth_mechanisms: Vec<String>,
     /// TLS query parameters.
@@ -301,6 +305,7 @@ impl Default for AmqpUri {
             frame_max: None,
             channel_max: None,
             connection_timeout: None,
+            request_timeout: None,
             auth_mechanisms: Vec::new(),
             tls: TlsParams::default(),
             unknown: Vec::new(),
@@ -571,6 +576,14 @@ impl AmqpUri {
                     &name,
                 )
             }
+            "request_timeout" => {
+                let millis: u64 = parse_number(&name, &value)?;
+                set_once(
+                    &mut self.request_timeout,
+                    Duration::from_millis(millis),
+                    &name,
+                )
+            }
             "auth_mechanism" => {
                 if value.is_empty() {
                     return Err(invalid_value(name, value, "must not be empty"));
@@ -661,6 +674,9 @@ impl AmqpUri {
         if let Some(v) = self.connection_timeout {
             params.push(("connection_timeout", v.as_millis().to_string().into()));
         }
+        if let Some(v) = self.request_timeout {
+            params.push(("request_timeout", v.as_millis().to_string().into()));
+        }
         for mechanism in &self.auth_mechanisms {
             params.push(("auth_mechanism", mechanism.as_str().into()));
         }
@@ -738,6 +754,7 @@ impl fmt::Debug for AmqpUri {
             .field("frame_max", &self.frame_max)
             .field("channel_max", &self.channel_max)
             .field("connection_timeout", &self.connection_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("auth_mechanisms", &self.auth_mechanisms)
             .field("tls", &self.tls)
             .field("unknown", &RedactedParams(&self.unknown))
@@ -1369,6 +1386,9 @@ mod tests {
         assert_eq!(uri.frame_max, Some(131_072));
         assert_eq!(uri.channel_max, Some(2047));
         assert_eq!(uri.connection_timeout, Some(Duration::from_millis(2500)));
+        let uri = parse("amqp://host?request_timeout=0&connection_timeout=1");
+        assert_eq!(uri.request_timeout, Some(Duration::ZERO));
+        assert_eq!(parse("amqp://host").request_timeout, None);
     }
 
     #[test]
@@ -1501,6 +1521,7 @@ mod tests {
             "amqp://host?frame_max=1&frame_max=2",
             "amqp://host?channel_max=1&channel_max=2",
             "amqp://host?connection_timeout=1&connection_timeout=2",
+            "amqp://host?request_timeout=1&request_timeout=2",
             "amqps://host?cacertfile=a&cacertfile=b",
             "amqps://host?certfile=a&certfile=b",
             "amqps://host?keyfile=a&keyfile=b",
@@ -1636,14 +1657,14 @@ mod tests {
     fn display_writes_every_field() {
         let uri = parse(
             "amqps://us%20er:pw@[::1]:5999/v%2Fh?heartbeat=5&frame_max=4096&channel_max=10\
-             &connection_timeout=1500&auth_mechanism=external&cacertfile=/ca.pem\
+             &connection_timeout=1500&request_timeout=2500&auth_mechanism=external&cacertfile=/ca.pem\
              &certfile=/c.pem&keyfile=/k.pem&verify=verify_peer\
              &server_name_indication=disable&extra=a%20b",
         );
         assert_eq!(
             uri.to_string(),
             "amqps://us%20er:***@[::1]:5999/v%2Fh?heartbeat=5&frame_max=4096&channel_max=10\
-             &connection_timeout=1500&auth_mechanism=external&cacertfile=/ca.pem\
+             &connection_timeout=1500&request_timeout=2500&auth_mechanism=external&cacertfile=/ca.pem\
              &certfile=/c.pem&keyfile=/k.pem&verify=verify_peer\
              &server_name_indication=disable&extra=a%20b"
         );
@@ -1761,6 +1782,7 @@ mod tests {
                         frame_max: fm,
                         channel_max: hb,
                         connection_timeout: ct.map(Duration::from_millis),
+                        request_timeout: ct.map(|ms| Duration::from_millis(ms / 2)),
                         auth_mechanisms: mechs,
                         tls: TlsParams {
                             cacertfile: ca.filter(|_| tls),

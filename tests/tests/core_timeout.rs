@@ -57,11 +57,19 @@ fn expect_timeout_close(pair: &mut Pair, ch: ChannelId, class_id: u16, method_id
 }
 
 #[test]
-fn the_default_is_sixty_seconds() {
+fn the_default_is_sixty_seconds_and_a_uri_sets_it() {
     assert_eq!(
         ConnectionConfig::default().request_timeout,
         Some(Duration::from_secs(60))
     );
+    // From a URI, in milliseconds; 0 means no limit.
+    let config = |uri: &str| ConnectionConfig::from_uri(&uri.parse().unwrap()).request_timeout;
+    assert_eq!(config("amqp://h"), Some(Duration::from_secs(60)));
+    assert_eq!(
+        config("amqp://h?request_timeout=1500"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(config("amqp://h?request_timeout=0"), None);
     let e = timeout(ChannelId(1), "queue.declare", TIMEOUT);
     assert_eq!(e.kind(), ErrorKind::Timeout);
     assert_eq!(

@@ -12,10 +12,13 @@ use crate::uri::{AmqpUri, Secret};
 ///
 /// ```
 /// use amqp_proto::ConnectionConfig;
-/// let uri = "amqp://app:secret@rabbit:5672/orders?heartbeat=30".parse().unwrap();
+/// let uri = "amqp://app:secret@rabbit:5672/orders?heartbeat=30&request_timeout=5000"
+///     .parse()
+///     .unwrap();
 /// let config = ConnectionConfig::from_uri(&uri).with_connection_name("billing");
 /// assert_eq!(config.vhost, "orders");
 /// assert_eq!(config.heartbeat, 30);
+/// assert_eq!(config.request_timeout, Some(std::time::Duration::from_secs(5)));
 /// assert!(!format!("{config:?}").contains("secret"));
 /// ```
 #[derive(Debug, Clone)]
@@ -45,7 +48,8 @@ pub struct ConnectionConfig {
     pub handshake_timeout: Option<Duration>,
     /// Time allowed for the reply to each request (`channel.open`, declares, binds, `basic.get`,
     /// `basic.qos`, `channel.close`, …), 60 s by default; `None` waits for ever. A channel can
-    /// set its own ([`crate::Connection::set_request_timeout`]). On expiry the request fails
+    /// set its own ([`crate::Connection::set_request_timeout`]); a URI sets it with
+    /// `?request_timeout=MILLISECONDS` (0: no limit). On expiry the request fails
     /// with [`crate::Error::RequestTimeout`] and its channel is closed, since replies on a
     /// channel come in order and a late one could not be matched. The deadline runs from the
     /// first call after the command that passes the time (`poll_transmit`, input, timeout),
@@ -117,6 +121,10 @@ impl ConnectionConfig {
         }
         if uri.connection_timeout.is_some() {
             c.connection_timeout = uri.connection_timeout;
+        }
+        if let Some(t) = uri.request_timeout {
+            // `request_timeout=0` in the URI: no limit.
+            c.request_timeout = (!t.is_zero()).then_some(t);
         }
         c
     }
