@@ -1,8 +1,8 @@
 //! # amqp-blocking
 //!
 //! A blocking AMQP 0-9-1 client: the operations and names of `amqp-tokio`, as plain calls
-//! that return when the broker has answered. A background I/O thread moves the bytes; today it
-//! runs `amqp-async-std`'s driver on `async-io` (a driver on `std::net` alone is not done yet).
+//! that return when the broker has answered. A background I/O thread moves the bytes over a
+//! `std::net` socket: no async runtime, no reactor shared between connections.
 //!
 //! ```no_run
 //! use amqp_blocking::{
@@ -43,16 +43,20 @@
 //! }
 //! ```
 //!
-//! Each connection has a background I/O thread (`amqp-io`, from `amqp-async-std`) that moves
-//! the bytes and keeps heartbeats flowing while the application's threads are busy or
-//! blocked; the calls here block the calling thread on the runtime-agnostic futures of
-//! `amqp-client` until that thread delivers the answer. [`Connection`] and [`Channel`] are
-//! cheap to clone, and every handle is `Send` and `Sync`: share them between threads freely.
-//! Don't call these methods from inside an async task (they would block its executor): use
-//! `amqp-async-std` or `amqp-tokio` there.
+//! Each connection has a background I/O thread (`amqp-io`) that moves the bytes and keeps
+//! heartbeats flowing while the application's threads are busy or blocked. It runs
+//! `amqp-client`'s connection driver (the same protocol glue as the async adapters, so the
+//! same behaviour: recovery, heartbeats, metrics, tracing) over a non-blocking TCP socket,
+//! waiting on a `mio` poller for the socket, the driver's next deadline or new work; the
+//! connect sequence (name resolution, TCP connect within the URI's `connection_timeout`, TLS
+//! and AMQP handshakes) runs on that thread too. The calls here park the calling thread on the
+//! runtime-agnostic futures of `amqp-client` until that thread delivers the answer.
+//! [`Connection`] and [`Channel`] are cheap to clone, and every handle is `Send` and `Sync`:
+//! share them between threads freely. Don't call these methods from inside an async task
+//! (they would block its executor): use `amqp-async-std` or `amqp-tokio` there.
 //!
-//! With the `tls` feature (on by default) `amqps://` URIs connect through rustls, using
-//! `amqp-async-std`'s TLS transport on the I/O thread: `cacertfile` (else the `webpki-roots`
+//! With the `tls` feature (on by default) `amqps://` URIs connect through rustls, driven
+//! directly over the socket on the I/O thread: `cacertfile` (else the `webpki-roots`
 //! CAs), host name verification, `certfile`/`keyfile` for a client certificate and
 //! `auth_mechanism=external` to log in with it; in code, [`ConnectOptions::with_tls`] and
 //! [`TlsOptions`] (see [`tls`]). A failed handshake is a prompt [`ConnectError::Tls`].
@@ -65,29 +69,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::future::Future;
+mod io_thread;
+mod net;
+mod park;
+mod reactor;
+#[cfg(feature = "tls")]
+mod tls_io;
+
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use amqp_client as nb;
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::StreamExt;
+
+use park::{block_on, block_on_timeout};
 
 pub use amqp_client::amqp_proto;
 // The shared API; this crate's blocking `Connection`, `Channel`, `Consumer`, `PublishConfirm`,
 // `Events` and `Returns` below take the place of the async ones of the same names.
 pub use amqp_client::api::*;
-
-fn block_on<T>(future: impl Future<Output = T>) -> T {
-    async_io::block_on(future)
-}
-
-/// Blocks on `future` for at most `timeout`; `None` when the time ran out first.
-fn block_on_timeout<T>(future: impl Future<Output = T>, timeout: Duration) -> Option<T> {
-    block_on(async { Some(future.await) }.or(async {
-        async_io::Timer::after(timeout).await;
-        None
-    }))
-}
 
 /// Generates the blocking wrappers: `wait` methods block on the async method of the same
 /// name, `now` methods call it directly; `=> f` maps the `Ok` value.
@@ -110,7 +110,7 @@ pub fn connect(uri: &str) -> Result<Connection, ConnectError> {
 
 /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
 pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
-    block_on(amqp_async_std::connect_with(options)).map(|c| Connection(c.into_inner()))
+    io_thread::connect(options.into_connect_options()?).map(Connection)
 }
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection. See
