@@ -15,10 +15,11 @@
 //! Those batches (about 250 KB) stay in cache. `large_stream` (after the criterion groups) also
 //! decodes and encodes one 32 MiB stream of the same deliveries at 16 B and 1 KiB, the two
 //! codecs interleaved round by round (alternating which goes first), as a busy consumer's read
-//! buffer looks; it prints the median of each and the ratio.
+//! buffer looks; it prints the median of each and the ratio, by wall clock and by the thread's
+//! on-CPU time (which a loaded machine disturbs less).
 //!
 //! Run: `cargo bench -p amqp-proto --bench codec -- --warm-up-time 1 --measurement-time 3`
-//! (`-- large` for the large stream alone).
+//! (`-- large` for the large stream alone, `-- profile` for one pass of each codec to profile).
 
 use std::hint::black_box;
 
@@ -99,6 +100,9 @@ fn our_stream(size: usize, n: usize) -> Bytes {
 
 /// Decodes the whole buffer; returns the number of frames and the (now empty) read buffer,
 /// which a connection would keep for the next read: freeing it is not part of decoding.
+// Never inlined, here and in the other three codec loops, so that a profile (`-- profile`)
+// can attribute each codec's cost to one function.
+#[inline(never)]
 fn our_decode(mut buf: BytesMut) -> (usize, BytesMut) {
     let mut dec = FrameDecoder::new(FRAME_MAX);
     let mut frames = 0;
@@ -114,6 +118,7 @@ fn our_decode(mut buf: BytesMut) -> (usize, BytesMut) {
     }
 }
 
+#[inline(never)]
 fn our_encode(out: &mut Transmit, methods: &[Method], props: &BasicProperties, body: &Bytes) {
     for m in methods {
         out.push_content(CHANNEL, m, props, body, FRAME_MAX)
@@ -170,6 +175,7 @@ fn their_frames(size: usize, n: usize) -> Vec<AMQPFrame> {
     frames
 }
 
+#[inline(never)]
 fn their_encode(buf: Vec<u8>, frames: &[AMQPFrame]) -> Vec<u8> {
     let mut ctx = WriteContext::from(buf);
     for f in frames {
@@ -178,6 +184,7 @@ fn their_encode(buf: Vec<u8>, frames: &[AMQPFrame]) -> Vec<u8> {
     ctx.into_inner().0
 }
 
+#[inline(never)]
 fn their_decode(mut input: &[u8]) -> usize {
     let mut frames = 0;
     while !input.is_empty() {
@@ -272,11 +279,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds `f` takes.
-fn timed<T>(f: impl FnOnce() -> T) -> f64 {
+/// Nanoseconds this thread has spent on a CPU (Linux's `/proc/thread-self/schedstat`), so
+/// that time spent preempted by other processes on a loaded machine is not counted.
+fn on_cpu_nanos() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// Seconds `f` takes: (wall clock, on-CPU time if the system tells it).
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, Option<f64>) {
+    let cpu = on_cpu_nanos();
     let t = std::time::Instant::now();
     black_box(f());
-    t.elapsed().as_secs_f64()
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cpu.zip(on_cpu_nanos()).map(|(a, b)| (b - a) as f64 / 1e9);
+    (wall, cpu)
 }
 
 fn large_stream() {
@@ -295,7 +312,9 @@ fn large_stream() {
         let mut out = Transmit::default();
         let mut their_buf = Vec::new();
 
+        // Messages per second by wall clock and by on-CPU time, per codec.
         let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let mut c = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for round in 0..LARGE_ROUNDS {
             // Alternate who goes first, so neither always runs on a cache the other warmed.
             let order: [usize; 4] = if round % 2 == 0 {
@@ -304,7 +323,7 @@ fn large_stream() {
                 [1, 0, 3, 2]
             };
             for which in order {
-                let secs = match which {
+                let (wall, cpu) = match which {
                     0 => {
                         let buf = BytesMut::from(&wire[..]);
                         let mut kept = None;
@@ -320,22 +339,50 @@ fn large_stream() {
                         their_buf.len()
                     }),
                 };
-                t[which].push(n as f64 / secs);
+                t[which].push(n as f64 / wall);
+                if let Some(cpu) = cpu {
+                    c[which].push(n as f64 / cpu);
+                }
             }
         }
-        let [od, td, oe, te] = t.map(median);
-        println!(
-            "large stream {label} ({} MiB, {n} deliveries, median of {LARGE_ROUNDS}): \
-             decode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x; \
-             encode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x",
-            wire.len() >> 20,
-            od / 1e6,
-            td / 1e6,
-            od / td,
-            oe / 1e6,
-            te / 1e6,
-            oe / te,
+        for (clock, t) in [("wall clock", t), ("on-CPU time", c)] {
+            if t.iter().any(Vec::is_empty) {
+                continue;
+            }
+            let [od, td, oe, te] = t.map(median);
+            println!(
+                "large stream {label} ({} MiB, {n} deliveries, median of {LARGE_ROUNDS}, {clock}): \
+                 decode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x; \
+                 encode amqp-proto {:.2} M msg/s, amq-protocol {:.2} M msg/s, ratio {:.2}x",
+                wire.len() >> 20,
+                od / 1e6,
+                td / 1e6,
+                od / td,
+                oe / 1e6,
+                te / 1e6,
+                oe / te,
+            );
+        }
+    }
+}
+
+/// One pass of each codec over an 8 MiB stream of `size`-byte bodies, for a profiler (e.g.
+/// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='codec::our_decode'`).
+fn profile(size: usize) {
+    {
+        let n = (8 << 20) / our_stream(size, 1).len();
+        let wire = our_stream(size, n);
+        let methods: Vec<Method> = (0..n).map(|i| our_deliver(i as u64 + 1)).collect();
+        let their = their_frames(size, n);
+        black_box(our_decode(BytesMut::from(&wire[..])));
+        black_box(their_decode(&wire));
+        our_encode(
+            &mut Transmit::default(),
+            &methods,
+            &our_properties(),
+            &body(size),
         );
+        black_box(their_encode(Vec::with_capacity(wire.len()), &their));
     }
 }
 
@@ -344,6 +391,11 @@ criterion_group!(benches, decode, encode);
 fn main() {
     // The first free argument is a filter, as for criterion's own groups.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref() == Some("profile") {
+        // `profile SIZE`: the body size in bytes (16 unless given).
+        let size = std::env::args().skip(2).find_map(|a| a.parse().ok());
+        return profile(size.unwrap_or(16));
+    }
     if filter.as_deref().is_none_or(|f| f != "large") {
         benches();
         Criterion::default().configure_from_args().final_summary();

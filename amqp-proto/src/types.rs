@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -600,13 +601,53 @@ fn within_len_prefix<T>(
 /// let long_key = "k".repeat(256);
 /// assert!(FieldTable::new().try_with(long_key.as_str(), 1u8).is_err());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldTable(Vec<(ShortString, FieldValue)>);
+///
+/// A table decoded from a frame is checked when the frame is decoded (a malformed one is an
+/// error then), but its entries are only built when first read: a consumer that never looks
+/// at a delivery's headers pays for one check of the bytes, not for an allocation and a
+/// reference per entry. Re-encoding a table that was not changed writes the received bytes.
+#[derive(Clone, Default)]
+pub struct FieldTable {
+    /// The entries as received (without the length prefix), checked; `None` for a table built
+    /// or changed in code. When set, `entries` is either empty or their decoding.
+    raw: Option<Bytes>,
+    entries: OnceLock<Vec<(ShortString, FieldValue)>>,
+}
 
 impl FieldTable {
     /// An empty table.
     pub const fn new() -> Self {
-        FieldTable(Vec::new())
+        FieldTable {
+            raw: None,
+            entries: OnceLock::new(),
+        }
+    }
+
+    fn from_entries(entries: Vec<(ShortString, FieldValue)>) -> Self {
+        FieldTable {
+            raw: None,
+            entries: OnceLock::from(entries),
+        }
+    }
+
+    /// The entries, decoded from the received bytes on first use.
+    fn entries(&self) -> &[(ShortString, FieldValue)] {
+        self.entries.get_or_init(|| match &self.raw {
+            Some(raw) => decode_checked_entries(raw),
+            None => Vec::new(),
+        })
+    }
+
+    /// Runs `f` on the entries, which stop being the received bytes.
+    fn change<R>(&mut self, f: impl FnOnce(&mut Vec<(ShortString, FieldValue)>) -> R) -> R {
+        let mut entries = match (self.entries.take(), self.raw.take()) {
+            (Some(entries), _) => entries,
+            (None, Some(raw)) => decode_checked_entries(&raw),
+            (None, None) => Vec::new(),
+        };
+        let r = f(&mut entries);
+        self.entries = OnceLock::from(entries);
+        r
     }
 
     /// Sets `key` to `value`, replacing an earlier value of the same key in place.
@@ -649,15 +690,17 @@ impl FieldTable {
     /// Sets `key` to `value`, replacing an earlier value of the same key in place.
     pub fn set(&mut self, key: ShortString, value: impl Into<FieldValue>) {
         let value = value.into();
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
-        }
+        self.change(
+            |entries| match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => entries.push((key, value)),
+            },
+        )
     }
 
     /// The value stored under `key`.
     pub fn get(&self, key: &str) -> Option<&FieldValue> {
-        self.0
+        self.entries()
             .iter()
             .find(|(k, _)| k.as_str() == key)
             .map(|(_, v)| v)
@@ -665,29 +708,34 @@ impl FieldTable {
 
     /// Removes and returns the value stored under `key`.
     pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
-        let i = self.0.iter().position(|(k, _)| k.as_str() == key)?;
-        Some(self.0.remove(i).1)
+        let i = self.entries().iter().position(|(k, _)| k.as_str() == key)?;
+        Some(self.change(|entries| entries.remove(i).1))
     }
 
     /// Entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&ShortString, &FieldValue)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.entries().iter().map(|(k, v)| (k, v))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        match &self.raw {
+            Some(raw) => raw.is_empty(),
+            None => self.entries().is_empty(),
+        }
     }
 
     /// Decodes a length-prefixed table from `bytes` (the form it takes inside a frame).
+    ///
+    /// The whole table is checked now; its entries are built when first read.
     pub fn decode(bytes: &Bytes) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes);
-        let t = Self::decode_at(&mut r, 0)?;
+        let t = Self::read_checked(&mut r)?;
         r.finish("field table")?;
         Ok(t)
     }
@@ -697,18 +745,28 @@ impl FieldTable {
         self.encode_at(out, 0)
     }
 
+    /// Reads a top-level table: checks it and keeps its bytes, to be decoded on first use.
+    pub(crate) fn read_checked(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let len = r.u32("field table")?;
+        let raw = r.take_bytes(len as usize, "field table")?;
+        let mut ir = Reader::new(&raw);
+        while ir.remaining() > 0 {
+            check_short_string(&mut ir)?;
+            check_value(&mut ir, 0)?;
+        }
+        Ok(FieldTable {
+            raw: Some(raw),
+            entries: OnceLock::new(),
+        })
+    }
+
+    /// Reads a nested table, decoding its entries at once.
     pub(crate) fn decode_at(r: &mut Reader<'_>, depth: usize) -> Result<Self, CodecError> {
         if depth >= MAX_TABLE_DEPTH {
             return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
         }
         within_len_prefix(r, "field table", |ir| {
-            // Most tables are small; starting at 4 spares the first growth step.
-            let mut entries = Vec::with_capacity(if ir.remaining() > 0 { 4 } else { 0 });
-            while ir.remaining() > 0 {
-                let key = ShortString::decode(ir)?;
-                entries.push((key, FieldValue::decode(ir, depth)?));
-            }
-            Ok(FieldTable(entries))
+            decode_entries(ir, depth).map(FieldTable::from_entries)
         })
     }
 
@@ -716,13 +774,123 @@ impl FieldTable {
         if depth >= MAX_TABLE_DEPTH {
             return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
         }
+        // Received bytes were checked as a top-level table: written at the top level they
+        // keep within the nesting limit. Nested in another table they are re-encoded, so
+        // that the limit is checked.
+        if let (Some(raw), 0) = (&self.raw, depth) {
+            put_len(out, raw.len(), "field table")?;
+            out.put_slice(raw);
+            return Ok(());
+        }
         with_len_prefix(out, "field table", |out| {
-            for (k, v) in &self.0 {
+            for (k, v) in self.entries() {
                 k.encode(out);
                 v.encode(out, depth)?;
             }
             Ok(())
         })
+    }
+}
+
+fn decode_entries(
+    r: &mut Reader<'_>,
+    depth: usize,
+) -> Result<Vec<(ShortString, FieldValue)>, CodecError> {
+    // Most tables are small; starting at 4 spares the first growth steps.
+    let mut entries = Vec::with_capacity(if r.remaining() > 0 { 4 } else { 0 });
+    while r.remaining() > 0 {
+        let key = ShortString::decode(r)?;
+        entries.push((key, FieldValue::decode(r, depth)?));
+    }
+    Ok(entries)
+}
+
+/// Decodes entries that [`FieldTable::read_checked`] accepted, which cannot fail: the check
+/// and the decoding read the same layout with the same limits (a test holds them together).
+/// Should they ever disagree, the entries read up to the disagreement are kept.
+fn decode_checked_entries(raw: &Bytes) -> Vec<(ShortString, FieldValue)> {
+    let mut r = Reader::new(raw);
+    let mut entries = Vec::with_capacity(4);
+    while r.remaining() > 0 {
+        let Ok(key) = ShortString::decode(&mut r) else {
+            break;
+        };
+        let Ok(value) = FieldValue::decode(&mut r, 0) else {
+            break;
+        };
+        entries.push((key, value));
+    }
+    entries
+}
+
+/// Checks a short string's layout (its bytes are made UTF-8 when decoded, never refused).
+fn check_short_string(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    let len = r.u8("short string length")?;
+    r.take(len as usize, "short string").map(drop)
+}
+
+/// Checks one field value as [`FieldValue::decode`] reads it, with the same errors, without
+/// building it.
+fn check_value(r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
+    let (len, what) = match r.u8("field value tag")? {
+        b't' => (1, "bool"),
+        b'b' => (1, "i8"),
+        b'B' => (1, "u8"),
+        b's' => (2, "i16"),
+        b'u' => (2, "u16"),
+        b'I' => (4, "i32"),
+        b'i' => (4, "u32"),
+        b'l' | b'L' => (8, "i64"),
+        b'f' => (4, "f32"),
+        b'd' => (8, "f64"),
+        b'D' => {
+            r.u8("decimal scale")?;
+            (4, "decimal value")
+        }
+        b'S' => (r.u32("long string length")? as usize, "long string"),
+        b'x' => (r.u32("byte array length")? as usize, "byte array"),
+        b'T' => (8, "timestamp"),
+        b'F' => return check_nested(r, depth + 1, "field table", true),
+        b'A' => return check_nested(r, depth + 1, "field array", false),
+        b'V' => return Ok(()),
+        other => return Err(CodecError::UnknownFieldTag(other)),
+    };
+    r.take(len, what).map(drop)
+}
+
+/// Checks a nested table (`keyed`) or array at `depth`.
+fn check_nested(
+    r: &mut Reader<'_>,
+    depth: usize,
+    what: &'static str,
+    keyed: bool,
+) -> Result<(), CodecError> {
+    if depth >= MAX_TABLE_DEPTH {
+        return Err(CodecError::NestingTooDeep(MAX_TABLE_DEPTH));
+    }
+    within_len_prefix(r, what, |ir| {
+        while ir.remaining() > 0 {
+            if keyed {
+                check_short_string(ir)?;
+            }
+            check_value(ir, depth)?;
+        }
+        Ok(())
+    })
+}
+
+impl PartialEq for FieldTable {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.raw, &other.raw) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => self.entries() == other.entries(),
+        }
+    }
+}
+
+impl fmt::Debug for FieldTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FieldTable").field(&self.entries()).finish()
     }
 }
 
@@ -836,15 +1004,22 @@ impl WireField for LongString {
 
 impl WireField for FieldTable {
     fn detach(&self) -> Self {
-        FieldTable(
-            self.0
+        if let Some(raw) = &self.raw {
+            // Entries decoded so far point into the frame; the copied bytes stand for them.
+            return FieldTable {
+                raw: Some(Bytes::copy_from_slice(raw)),
+                entries: OnceLock::new(),
+            };
+        }
+        FieldTable::from_entries(
+            self.entries()
                 .iter()
                 .map(|(k, v)| (k.detach(), v.detach()))
                 .collect(),
         )
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        FieldTable::decode_at(r, 0)
+        FieldTable::read_checked(r)
     }
     fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
         self.encode_at(w.plain(), 0)
@@ -937,5 +1112,117 @@ mod conversion_tests {
         assert_eq!(crate::DeliveryTag(42).to_string(), "42");
         assert_eq!(crate::ChannelId(7).to_string(), "7");
         assert_eq!(crate::RequestId(9).to_string(), "9");
+    }
+}
+
+#[cfg(test)]
+mod lazy_table_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A table using every tag, nested tables and arrays included, as the wire carries it.
+    fn sample() -> Vec<u8> {
+        let inner = FieldTable::new()
+            .with(
+                "n",
+                FieldValue::from(vec![FieldValue::I16(-2), FieldValue::Void]),
+            )
+            .with("d", Decimal::new(-314, 2));
+        let t = FieldTable::new()
+            .with("t", true)
+            .with("b", -1i8)
+            .with("B", 2u8)
+            .with("u", 3u16)
+            .with("I", -4i32)
+            .with("i", 5u32)
+            .with("l", -6i64)
+            .with("f", 1.5f32)
+            .with("d", 2.5f64)
+            .with("S", "long")
+            .with("x", &[1u8, 2][..])
+            .with("T", FieldValue::Timestamp(7))
+            .with("F", inner)
+            .with("L", FieldValue::I64L(8));
+        let mut out = BytesMut::new();
+        t.encode(&mut out).unwrap();
+        out.to_vec()
+    }
+
+    /// The check at frame decoding and the decoding on first read accept the same tables,
+    /// refuse the others with the same error, and decode the same entries.
+    fn check_agrees_with_decode(bytes: Vec<u8>) {
+        let bytes = Bytes::from(bytes);
+        let checked = FieldTable::read_checked(&mut Reader::new(&bytes));
+        let eager = FieldTable::decode_at(&mut Reader::new(&bytes), 0);
+        match (checked, eager) {
+            (Ok(lazy), Ok(eager)) => {
+                assert_eq!(lazy.entries(), eager.entries());
+                let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+                lazy.encode(&mut a).unwrap();
+                eager.encode(&mut b).unwrap();
+                // The received bytes are written back unchanged (eager decoding makes keys
+                // UTF-8, so it may differ only where the input was not).
+                assert_eq!(&a[..], &bytes[..a.len()]);
+                if lazy.iter().all(|(k, _)| !k.contains('\u{fffd}')) {
+                    assert_eq!(a, b);
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("check {a:?} but decode {b:?}"),
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_table_is_judged_alike() {
+        let full = sample();
+        for n in 0..=full.len() {
+            check_agrees_with_decode(full[..n].to_vec());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn check_and_decode_agree_on_damaged_tables(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = sample();
+            for (at, value) in edits {
+                let i = at % bytes.len();
+                bytes[i] = value;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            check_agrees_with_decode(bytes);
+        }
+
+        #[test]
+        fn check_and_decode_agree_on_arbitrary_bytes(
+            body in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+            bytes.extend(body);
+            check_agrees_with_decode(bytes);
+        }
+    }
+
+    #[test]
+    fn a_received_table_reads_and_changes_like_a_built_one() {
+        let wire = Bytes::from(sample());
+        let mut t = FieldTable::decode(&wire).unwrap();
+        assert_eq!(t.get("S").and_then(FieldValue::as_str), Some("long"));
+        assert_eq!(t.len(), 14);
+        t.insert("S", "changed");
+        let mut out = BytesMut::new();
+        t.encode(&mut out).unwrap();
+        let back = FieldTable::decode(&out.freeze()).unwrap();
+        assert_eq!(back.get("S").and_then(FieldValue::as_str), Some("changed"));
+        assert_eq!(back.len(), 14);
+        assert_eq!(
+            t.remove("S")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .as_deref(),
+            Some("changed")
+        );
+        assert_eq!(t.len(), 13);
     }
 }
