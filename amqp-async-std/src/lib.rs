@@ -59,9 +59,11 @@
 //! refused with [`ConnectError::TlsNotSupported`].
 //!
 //! The connection's driver (socket I/O, heartbeats) runs on a small dedicated thread
-//! (`amqp-io`) with `async_io::block_on`, so it needs no particular executor and keeps
-//! running whatever the application's tasks do. To run it on your executor instead, use
-//! [`connect_with_spawner`]:
+//! (`amqp-io`), so it needs no particular executor and keeps running whatever the
+//! application's tasks do. Over plain TCP that thread waits on a poll of its own (`mio`, the
+//! socket registered once), so a batch of deliveries or confirms costs it one wake-up; over
+//! TLS it runs the driver with `async_io::block_on`. To run the driver on your executor
+//! instead, use [`connect_with_spawner`]:
 //!
 //! ```no_run
 //! use amqp_async_std::{BasicGetOptions, ErrorKind};
@@ -106,10 +108,11 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use transport::TlsTransport;
 use transport::{AsyncIoTimer, FuturesIoTransport};
 
+mod io_thread;
+
 pub use amqp_client::amqp_proto;
 pub use amqp_client::api::*;
 
-#[cfg(not(feature = "tls"))]
 use amqp_client::adapter::connect_with_transport;
 use amqp_client::adapter::{Driver, Timer, Transport};
 #[cfg(feature = "tls")]
@@ -126,10 +129,20 @@ pub type ConnectionDriver = Driver<FuturesIoTransport, AsyncIoTimer>;
 #[cfg(feature = "tls")]
 pub type ConnectionDriver = Driver<MaybeTls<FuturesIoTransport, TlsTransport>, AsyncIoTimer>;
 
-/// Dials, starts the driver on a dedicated thread and runs the handshake.
+/// Dials, starts the driver on a dedicated thread and runs the handshake. Plain TCP runs on
+/// the thread's own poll loop (`io_thread`); TLS goes through futures-rustls on
+/// `async_io::block_on`.
 async fn dial_and_start(
     options: impl IntoConnectOptions,
 ) -> Result<amqp_client::Connection, ConnectError> {
+    let options = options.into_connect_options()?;
+    if !options.uri.scheme.is_tls() {
+        let dial = |uri: &AmqpUri| {
+            let dial = dial(uri.host.clone(), uri.port);
+            async move { io_thread::LoopTransport::new(dial.await?.into_inner().into_inner()?) }
+        };
+        return connect_with_transport(options, dial, io_thread::LoopTimer, io_thread::spawn).await;
+    }
     spawn_and_start(options, |driver| {
         std::thread::Builder::new()
             .name("amqp-io".into())
