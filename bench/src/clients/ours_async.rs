@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use amqp_tokio::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
-    ConfirmSelectOptions, Confirmation, Connection, FieldTable, PublishConfirm,
+    ConfirmSelectOptions, Confirmation, Connection, FieldTable, IoCounters, PublishConfirm,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use anyhow::{Context, Result, bail, ensure};
@@ -72,6 +72,26 @@ pub type AmqpAsyncStd = Ours<AsyncStdDial>;
 
 async fn connect<D: Dial>(p: &Params) -> Result<Connection> {
     D::connect(p.broker.uri()).await
+}
+
+/// With `BENCH_IO_COUNTERS` set, prints the connection's wake-ups and system calls per
+/// message over the timed section to stderr (`Connection::io_counters`).
+fn report_io(label: &str, conns: &[(&Connection, IoCounters)], count: u64) {
+    if std::env::var_os("BENCH_IO_COUNTERS").is_none() {
+        return;
+    }
+    for (i, (conn, before)) in conns.iter().enumerate() {
+        let after = conn.io_counters();
+        let per = |a: u64, b: u64| (a - b) as f64 / count.max(1) as f64;
+        eprintln!(
+            "io_counters {label} conn{i}: per msg driver_polls {:.3} reads {:.3} writes {:.3} driver_wakes {:.3} task_wakes {:.3}",
+            per(after.driver_polls, before.driver_polls),
+            per(after.reads, before.reads),
+            per(after.writes, before.writes),
+            per(after.driver_wakes, before.driver_wakes),
+            per(after.task_wakes, before.task_wakes),
+        );
+    }
 }
 
 async fn close(conn: Connection) -> Result<()> {
@@ -178,10 +198,12 @@ impl<D: Dial> Client for Ours<D> {
         let ch = conn.open_channel().await?;
         declare(&ch, p).await?;
 
+        let io = conn.io_counters();
         t.start();
         publish_n(&ch, p).await?;
         wait_for_count(&ch, p, p.count).await?;
         t.stop();
+        report_io("publish", &[(&conn, io)], p.count);
 
         close(conn).await
     }
@@ -196,6 +218,7 @@ impl<D: Dial> Client for Ours<D> {
         let window = p.confirm_window as usize;
         let mut pending: VecDeque<PublishConfirm> = VecDeque::with_capacity(window);
 
+        let io = conn.io_counters();
         t.start();
         for _ in 0..p.count {
             if pending.len() >= window {
@@ -207,6 +230,7 @@ impl<D: Dial> Client for Ours<D> {
             settle(c).await?;
         }
         t.stop();
+        report_io("publish_confirms", &[(&conn, io)], p.count);
 
         close(conn).await
     }
@@ -220,6 +244,7 @@ impl<D: Dial> Client for Ours<D> {
         wait_for_count(&ch, p, p.count).await?;
         ch.basic_qos(p.prefetch, BasicQosOptions::default()).await?;
 
+        let io = conn.io_counters();
         t.start();
         let mut consumer = ch
             .basic_consume(
@@ -233,6 +258,7 @@ impl<D: Dial> Client for Ours<D> {
         // Round-trip after the last ack: the broker has processed all acks.
         let left = message_count(&ch, p).await?;
         t.stop();
+        report_io("consume", &[(&conn, io)], p.count);
         ensure!(left == 0, "{left} messages left in queue after consume");
 
         drop(consumer);
@@ -260,10 +286,12 @@ impl<D: Dial> Client for Ours<D> {
             anyhow::Ok(consumer)
         });
 
+        let io = [(&pub_conn, pub_conn.io_counters()), (&cons_conn, cons_conn.io_counters())];
         t.start();
         publish_n(&pub_ch, p).await?;
         let consumer = consumer_task.await.context("consumer task panicked")??;
         t.stop();
+        report_io("e2e", &io, p.count);
 
         drop(consumer);
         close(pub_conn).await?;
