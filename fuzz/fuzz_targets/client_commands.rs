@@ -26,8 +26,16 @@ use amqp_proto_fuzz::Books;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 
+/// Bodies the client publishes are prefixes of this one (no allocation per publish).
+static PUBLISH_BODY: [u8; 255 * 40] = [0x5a; 255 * 40];
+
+/// Bodies the fake peer delivers are prefixes of this one.
+static DELIVERY_BODY: [u8; 255] = [0xa5; 255];
+
 struct Harness {
     conn: Connection,
+    /// Where peer frames are encoded before they are fed in, reused.
+    wire: BytesMut,
     now: Instant,
     books: Books,
     /// Channels the client opened (some may since have closed); operands pick among them.
@@ -52,6 +60,7 @@ impl Harness {
         };
         let mut h = Harness {
             conn: Connection::new(config, now),
+            wire: BytesMut::new(),
             now,
             books: Books::default(),
             channels: Vec::new(),
@@ -82,11 +91,11 @@ impl Harness {
     }
 
     fn feed_frames(&mut self, frames: &[Frame]) {
-        let mut wire = BytesMut::new();
+        self.wire.clear();
         for f in frames {
-            f.encode(&mut wire).expect("peer frame encodes");
+            f.encode(&mut self.wire).expect("peer frame encodes");
         }
-        self.conn.handle_input(&wire, self.now);
+        self.conn.handle_input(&self.wire, self.now);
     }
 
     fn settle(&mut self) {
@@ -173,7 +182,7 @@ impl Harness {
                     mandatory: b & 1 != 0,
                     ..Default::default()
                 };
-                let body = Bytes::from(vec![0x5a; usize::from(b) * 40]);
+                let body = Bytes::from_static(&PUBLISH_BODY[..usize::from(b) * 40]);
                 if let Ok(Some(tag)) = self.conn.basic_publish(
                     ch,
                     "",
@@ -270,7 +279,7 @@ impl Harness {
                         } else {
                             let tag = self.next_delivery;
                             self.next_delivery += 1;
-                            let body = Bytes::from(vec![0xa5; usize::from(b)]);
+                            let body = Bytes::from_static(&DELIVERY_BODY[..usize::from(b)]);
                             let header = ContentHeader {
                                 class_id: 60,
                                 body_size: body.len() as u64,
