@@ -17,12 +17,15 @@ use crate::spec::Method;
 /// headers; below it a copy is cheaper than an extra iovec.
 pub const BODY_COPY_THRESHOLD: usize = 4096;
 
-/// The packed buffer is allocated in blocks of this size, and a block with less than
+/// The packed buffer is allocated in blocks of at most this size, and a block with less than
 /// [`TAIL_ROOM`] left is sealed (its bytes become a chunk) before a new one is started. So
 /// the buffer never grows by doubling past what is queued: the queue holds what is queued
 /// plus at most one block and `TAIL_ROOM` per sealed block.
 const TAIL_BLOCK: usize = 64 * 1024;
 const TAIL_ROOM: usize = 4 * 1024;
+/// The first block's size; each new block doubles it up to [`TAIL_BLOCK`], so a connection
+/// that has sent only its handshake holds a few KiB, not a whole block.
+const FIRST_BLOCK: usize = 2 * TAIL_ROOM;
 
 /// Bytes waiting to be written, in order, as a list of chunks ready for a vectored write.
 ///
@@ -46,6 +49,8 @@ const TAIL_ROOM: usize = 4 * 1024;
 pub struct Transmit {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
+    /// Size of the last block started (0 before the first).
+    block: usize,
     len: usize,
     /// Frames queued since creation (for the connection's metrics).
     frames: u64,
@@ -196,7 +201,8 @@ impl Transmit {
     fn make_room(&mut self) {
         if self.tail.capacity() - self.tail.len() < TAIL_ROOM {
             self.flush_tail();
-            self.tail.reserve(TAIL_BLOCK);
+            self.block = (self.block * 2).clamp(FIRST_BLOCK, TAIL_BLOCK);
+            self.tail.reserve(self.block);
         }
     }
 
@@ -241,5 +247,30 @@ impl Transmit {
             n -= front.len();
             self.chunks.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_start_small_and_grow_to_the_full_size() {
+        let mut out = Transmit::default();
+        out.push_raw(b"AMQP\x00\x00\x09\x01");
+        assert!(out.tail.capacity() < TAIL_BLOCK, "{}", out.tail.capacity());
+        let mut sizes = Vec::new();
+        for _ in 0..20_000 {
+            out.push_frame(&Frame::Heartbeat).unwrap();
+            sizes.push(out.block);
+        }
+        sizes.dedup();
+        assert_eq!(sizes, [FIRST_BLOCK, 16 * 1024, 32 * 1024, TAIL_BLOCK]);
+        assert_eq!(out.len(), 8 + 20_000 * 8);
+        let mut written = 0;
+        while let Some(chunk) = out.pop_chunk() {
+            written += chunk.len();
+        }
+        assert_eq!(written, 8 + 20_000 * 8);
     }
 }
