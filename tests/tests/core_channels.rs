@@ -821,10 +821,11 @@ fn a_consumer_tag_in_use_on_the_channel_is_refused() {
 }
 
 /// Asks for a consumer tagged `asked` on `ch`, answers with a consume-ok naming `answered`, and
-/// expects the client to close the connection with 503.
+/// expects the client to close the connection with 503 and the consume to fail with it.
 #[track_caller]
 fn consume_ok_is_503(pair: &mut Pair, ch: ChannelId, asked: &str, answered: &str) {
-    pair.client
+    let id = pair
+        .client
         .basic_consume(ch, "q", asked, BasicConsumeOptions::default())
         .unwrap();
     assert!(matches!(pair.expect_method(ch.0), Method::BasicConsume(_)));
@@ -834,7 +835,13 @@ fn consume_ok_is_503(pair: &mut Pair, ch: ChannelId, asked: &str, answered: &str
             consumer_tag: Pair::s(answered),
         },
     );
-    pair.expect_violation(ReplyCode::COMMAND_INVALID);
+    let failed = pair.expect_violation(ReplyCode::COMMAND_INVALID);
+    assert!(
+        failed
+            .iter()
+            .any(|e| matches!(e, Event::Completed { id: got, result: Err(_) } if *got == id)),
+        "the consume the bad consume-ok answered never completed: {failed:?}"
+    );
 }
 
 #[test]

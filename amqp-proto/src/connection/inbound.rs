@@ -356,14 +356,17 @@ impl OpenChannel {
                 if self.consumers.contains(&ok.consumer_tag)
                     || (!asked.is_empty() && asked != ok.consumer_tag.as_str())
                 {
-                    return Err(cx.violation(
+                    let violation = cx.violation(
                         ReplyCode::COMMAND_INVALID,
                         format_args!(
                             "basic.consume-ok on channel {ch} names consumer tag {:?}, which is \
                              already in use or not the tag asked for ({asked:?})",
                             ok.consumer_tag.as_str()
                         ),
-                    ));
+                    );
+                    // Still pending, so that it fails with the connection like the rest.
+                    self.pending.push_front(pending);
+                    return Err(violation);
                 }
                 self.consumers.insert(ok.consumer_tag.clone());
                 if matches!(&pending.request, Method::BasicConsume(m) if m.no_ack) {
