@@ -1099,8 +1099,11 @@ impl BrokerNode {
         self.poll_port(self.dist_port, deadline, "distribution port")?;
 
         // 2. The full boot (plugins, listeners) as seen by the node itself. Right after a
-        //    killed node comes back, epmd can still answer "not running" for a moment: ask
-        //    again while the node lives and time is left.
+        //    killed node comes back, epmd can still answer "not running" for a moment, and
+        //    while the node is still in prelaunch (the `rabbit` application not started
+        //    yet) `await_startup` fails at once with "application not running" instead of
+        //    waiting (seen under load on a restarted node): ask again while the node lives
+        //    and time is left.
         let awaited = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let secs = remaining.as_secs().max(1).to_string();
@@ -1111,7 +1114,9 @@ impl BrokerNode {
             );
             match &result {
                 Err(NodeError::Cli(f))
-                    if f.output.contains("not running at all") && Instant::now() < deadline =>
+                    if (f.output.contains("not running at all")
+                        || f.output.contains("application not running"))
+                        && Instant::now() < deadline =>
                 {
                     self.check_alive()?;
                     thread::sleep(Duration::from_millis(500));
