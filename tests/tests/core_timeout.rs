@@ -353,3 +353,90 @@ fn a_get_answered_in_time_is_not_timed_out_while_its_content_arrives() {
     pair.advance(TIMEOUT);
     pair.expect_silence();
 }
+
+/// A lost connection fails the request with the loss, not later with a timeout; its deadline
+/// goes with it, and after the recovery the channel's own timeout still applies.
+#[test]
+fn a_loss_fails_the_request_and_drops_its_deadline_across_a_recovery() {
+    use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
+    use amqp_proto::recovery::{Backoff, RecoveryConfig};
+    use amqp_proto::{ConnectionOpenOk, ConnectionTune};
+
+    let recovery = RecoveryConfig {
+        backoff: Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            multiplier: 1.0,
+            jitter: 0.0,
+        },
+        ..RecoveryConfig::default()
+    };
+    let config = ConnectionConfig {
+        heartbeat: 0,
+        ..ConnectionConfig::default()
+            .with_request_timeout(Some(TIMEOUT))
+            .with_recovery(recovery)
+    };
+    let mut pair = Pair::connected_with(config, 2047, 131_072, 0);
+    let ch = pair.open_channel();
+    pair.client
+        .set_request_timeout(ch, Some(Duration::from_secs(3)))
+        .unwrap();
+    let id = declare(&mut pair, ch, "q1");
+    let now = pair.now;
+    pair.client.handle_eof(now);
+    assert_eq!(
+        pair.expect_completed(id),
+        Err(Error::UnexpectedEof { mid_frame: false })
+    );
+    assert!(matches!(pair.expect_event(), Event::RecoveryStarted { .. }));
+    // Only the reconnection is timed now.
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(now + Duration::from_secs(1))
+    );
+    pair.advance(Duration::from_secs(1));
+    assert!(matches!(pair.expect_event(), Event::Dial { .. }));
+    pair.peer = ScriptedPeer::default();
+    pair.inbox.clear();
+    let now = pair.now;
+    pair.client.transport_ready(now).unwrap();
+    pair.send_method(0, rabbitmq_start());
+    assert!(matches!(
+        pair.expect_method(0),
+        Method::ConnectionStartOk(_)
+    ));
+    let tune = ConnectionTune {
+        channel_max: 2047,
+        frame_max: 131_072,
+        heartbeat: 0,
+    };
+    pair.send_method(0, tune);
+    assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
+    assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
+    pair.send_method(0, ConnectionOpenOk::default());
+    assert!(matches!(pair.expect_method(ch.0), Method::ChannelOpen(_)));
+    pair.send_method(ch.0, ChannelOpenOk::default());
+    let events = pair.drain_events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Recovered { .. })),
+        "{events:?}"
+    );
+    // Nothing left of the lost request's deadline; the channel keeps its own timeout.
+    assert_eq!(pair.client.poll_timeout(), None);
+    assert_eq!(
+        pair.client.request_timeout(ch),
+        Some(Duration::from_secs(3))
+    );
+    let id = declare(&mut pair, ch, "q2");
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(pair.now + Duration::from_secs(3))
+    );
+    pair.advance(Duration::from_secs(3));
+    expect_timeout_close(&mut pair, ch, 50, 10);
+    assert_eq!(
+        pair.expect_completed(id),
+        Err(timeout(ch, "queue.declare", Duration::from_secs(3)))
+    );
+}
