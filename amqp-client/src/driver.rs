@@ -309,11 +309,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             s.counters.writes += std::mem::take(&mut self.writes);
             s.counters.driver_polls += std::mem::take(&mut self.polls);
             s.park_driver(cx.waker(), self.out.is_empty());
-            (
-                s.core.is_closed(),
-                s.core.wants_write(),
-                s.core.poll_timeout(),
-            )
+            (s.core.is_closed(), s.core.wants_write(), s.next_deadline())
         };
 
         if !self.out.is_empty() || self.need_flush {
@@ -355,9 +351,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         if let Some((_, sleep)) = &mut self.sleep {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.sleep = None;
-                let mut s = lock(&self.shared);
-                s.core.handle_timeout(self.timer.now());
-                s.dispatch();
+                lock(&self.shared).handle_timeout(self.timer.now());
                 progress = true;
             }
         }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amqp_proto::{ChannelId, Error, Misuse, Reply, RequestId};
 
@@ -74,33 +74,58 @@ impl Drop for WaitReply<'_> {
 /// Waits while the connection is being recovered: commands issued meanwhile go out once it
 /// is back (or fail with the reason it ended), instead of failing with `WouldBlock`. The
 /// wait is bounded by the request timeout of channel `ch` (the connection's default for
-/// `None`): past it the command fails with [`Error::RecoveryTimeout`] unsent.
+/// `None`): past it the command fails with [`Error::RecoveryTimeout`] unsent. The deadline is
+/// kept in [`Shared`] and the driver wakes the waiters when it passes, on its own timer: a
+/// user thread of the blocking adapter has none.
 pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> Result<(), Error> {
     // Armed on the first poll that finds a recovery under way, so the common case (no
     // recovery) costs one check.
-    let mut limit: Option<(Duration, crate::io::Sleep)> = None;
-    let mut armed = false;
-    std::future::poll_fn(move |cx| {
+    let mut held: Option<Held<'_>> = None;
+    std::future::poll_fn(|cx| {
         let mut s = lock(shared);
         if !s.core.is_recovering() {
             return Poll::Ready(Ok(()));
         }
-        if !armed {
-            armed = true;
+        let now = s.now();
+        if held.is_none() {
             let timeout = s.core.request_timeout(ch.unwrap_or(ChannelId(0)));
-            let now = s.now();
-            limit = timeout.and_then(|t| Some((t, s.sleep_until(now.checked_add(t)?))));
+            let deadline = timeout.and_then(|t| Some((now.checked_add(t)?, t)));
+            let key = deadline.map(|(at, _)| s.hold_until(at));
+            held = Some(Held {
+                shared,
+                deadline,
+                key,
+            });
         }
-        crate::util::register(&mut s.state_waiters, cx.waker());
-        drop(s);
-        if let Some((after, sleep)) = &mut limit {
-            if sleep.as_mut().poll(cx).is_ready() {
+        if let Some(Held {
+            deadline: Some((at, after)),
+            ..
+        }) = &held
+        {
+            if now >= *at {
                 return Poll::Ready(Err(Error::RecoveryTimeout(*after)));
             }
         }
+        crate::util::register(&mut s.state_waiters, cx.waker());
         Poll::Pending
     })
     .await
+}
+
+/// A command held back by a recovery, with its deadline registered in [`Shared`] until the
+/// wait ends.
+struct Held<'a> {
+    shared: &'a Mutex<Shared>,
+    deadline: Option<(Instant, Duration)>,
+    key: Option<u64>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let (Some((at, _)), Some(key)) = (self.deadline, self.key) {
+            lock(self.shared).release_hold(at, key);
+        }
+    }
 }
 
 /// Runs one command under the lock and registers its waiter in the same critical section.

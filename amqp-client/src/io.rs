@@ -34,9 +34,6 @@ pub trait Transport: Send + Unpin + 'static {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
-/// A timer's sleep, as [`Timer::sleep_until`] returns it.
-pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// The runtime's clock and timer: the only clock the client reads (so a test can run it on
 /// fake time).
 pub trait Timer: Send + Sync + Unpin + 'static {

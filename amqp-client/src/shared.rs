@@ -8,7 +8,7 @@
 //! * on `Event::Closed` every table is swept and every waiter is woken with the core's error,
 //!   and everything registered later finds the connection closed at once.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -178,6 +178,9 @@ pub(crate) struct Shared {
     pub(crate) publish_waiters: Vec<Waker>,
     /// Waiting for the handshake to finish, a recovery to end, or the connection to close.
     pub(crate) state_waiters: Vec<Waker>,
+    /// Deadlines of the commands held back by a recovery (`handle::recovered`), earliest
+    /// first: the driver sleeps until the first and then wakes `state_waiters`.
+    held: BTreeSet<(Instant, u64)>,
     /// The core asked to dial (automatic recovery): where, for the driver.
     pub(crate) dial_request: Option<Option<amqp_proto::recovery::Endpoint>>,
     next_key: u64,
@@ -231,6 +234,7 @@ impl Shared {
             subscribers: Map::default(),
             publish_waiters: Vec::new(),
             state_waiters: Vec::new(),
+            held: BTreeSet::new(),
             dial_request: None,
             next_key: 0,
             connected: false,
@@ -246,9 +250,47 @@ impl Shared {
         self.clock.now()
     }
 
-    /// A future that completes at `deadline`, on the runtime's timer.
-    pub(crate) fn sleep_until(&self, deadline: Instant) -> crate::io::Sleep {
-        self.clock.sleep_until(deadline)
+    /// Registers the deadline of a command held back by a recovery and wakes the driver, so
+    /// that it sleeps until that deadline at the latest; returns the key to release it with.
+    pub(crate) fn hold_until(&mut self, deadline: Instant) -> u64 {
+        let key = self.next_key();
+        self.held.insert((deadline, key));
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+        key
+    }
+
+    /// The held command's wait is over.
+    pub(crate) fn release_hold(&mut self, deadline: Instant, key: u64) {
+        self.held.remove(&(deadline, key));
+    }
+
+    /// The driver's next deadline: the core's, or a held command's if earlier.
+    #[inline]
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let core = self.core.poll_timeout();
+        match self.held.first() {
+            Some(&(held, _)) => Some(core.map_or(held, |c| c.min(held))),
+            None => core,
+        }
+    }
+
+    /// The driver's timer fired at `now`: the core's timers run, and commands held back by a
+    /// recovery whose deadline passed are woken to fail.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        // Leaving the set, so the driver does not fire again for them before the waiters
+        // run; each waiter reads its own deadline.
+        let mut due = false;
+        while self.held.first().is_some_and(|&(at, _)| at <= now) {
+            self.held.pop_first();
+            due = true;
+        }
+        if due {
+            wake_all(&mut self.state_waiters);
+        }
+        self.dispatch();
     }
 
     pub(crate) fn next_key(&mut self) -> u64 {

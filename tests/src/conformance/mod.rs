@@ -300,6 +300,7 @@ macro_rules! __conformance_scenario_list {
         $crate::$each! { ($($ctx)*) heartbeat_in_rabbitmqctl 60 }
         $crate::$each! { ($($ctx)*) heartbeats_keep_idle_connection_alive 30 }
         $crate::$each! { ($($ctx)*) request_timeout_on_a_stalled_link 30 }
+        $crate::$each! { ($($ctx)*) commands_held_by_a_recovery_time_out 30 }
         $crate::$each! { ($($ctx)*) connection_killed_by_broker 60 }
         $crate::$each! { ($($ctx)*) client_close_ends_streams_and_fails_later_calls 30 }
         $crate::$each! { ($($ctx)*) nothing_listening_and_host_names 30 }

@@ -1691,6 +1691,67 @@ macro_rules! scenarios {
         }
 
         $mode! {
+            /// Commands issued while a recovery cannot get through (the test proxy now leads
+            /// to a closed port) wait at most their request timeout, then fail with a
+            /// `Timeout` unsent; once the broker is reachable again the recovery completes and
+            /// the same channel handle works.
+            pub async fn commands_held_by_a_recovery_time_out(env: Env) {
+                let mut options = env.options();
+                let target = format!("{}:{}", options.uri.host, options.uri.port);
+                let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
+                    .expect("resolve the broker's address")
+                    .find(|a| a.ip().is_loopback())
+                    .expect("the broker on a loopback address (the proxy serves only those)");
+                let proxy = crate::proxy::Proxy::start(target).expect("start the test proxy");
+                options.uri.host = proxy.addr().ip().to_string();
+                options.uri.port = proxy.addr().port();
+                options.config.request_timeout = Some(ms(1_500));
+                options.config.recovery = Some(amqp_proto::recovery::RecoveryConfig {
+                    backoff: amqp_proto::recovery::Backoff {
+                        initial: ms(100),
+                        max: ms(100),
+                        multiplier: 1.0,
+                        jitter: 0.0,
+                    },
+                    ..Default::default()
+                });
+                let conn = env.try_connect(options).await.expect("connect");
+                let ch = conn.open_channel().await.expect("open channel");
+                let closed = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a loopback port nobody listens on once dropped");
+                proxy.retarget(closed);
+                proxy.cut();
+                let mut polls = 0;
+                while conn.state() != State::Recovering && polls < 200 {
+                    env.sleep(ms(10)).await;
+                    polls += 1;
+                }
+                assert_eq!(conn.state(), State::Recovering);
+                let err = conn
+                    .open_channel()
+                    .await
+                    .expect_err("open_channel while recovering times out");
+                assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+                ch.set_request_timeout(Some(ms(500))).expect("set the channel's timeout");
+                let err = ch
+                    .queue_declare("", QueueDeclareOptions::default())
+                    .await
+                    .expect_err("a declare while recovering times out");
+                assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+                proxy.retarget(target);
+                let mut polls = 0;
+                while conn.state() != State::Open && polls < 1_000 {
+                    env.sleep(ms(10)).await;
+                    polls += 1;
+                }
+                assert_eq!(conn.state(), State::Open, "{:?}", conn.closed().await);
+                declare_private_queue(&ch).await;
+                conn.close().await.expect("close");
+            }
+        }
+
+        $mode! {
             /// `rabbitmqctl close_connection` on this connection (320 CONNECTION_FORCED) promptly
             /// fails everything pending with that reason: in-flight publisher confirms, requests in
             /// flight, `wait_for_confirms`; ends every consumer stream with it, and the events
