@@ -232,7 +232,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -318,8 +318,8 @@ impl Transport for TokioTlsTransport {
     }
 }
 
-/// A tokio TCP stream as the driver's [`Transport`]: reads go straight into the core's
-/// buffer, writes are vectored.
+/// A tokio TCP stream as the driver's [`Transport`]: readiness plus `try_read_buf` reads
+/// straight into the core's buffer, writes are vectored.
 #[derive(Debug)]
 struct TokioTransport(TcpStream);
 
@@ -329,10 +329,13 @@ impl Transport for TokioTransport {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        // Through `poll_read`, not readiness + `try_read_buf`: a read that does not fill the
-        // buffer clears the readiness, so the driver's next read waits instead of making a
-        // system call that returns EAGAIN (one fewer per wake-up).
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
     }
 
     fn poll_write_vectored(
