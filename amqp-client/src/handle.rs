@@ -76,7 +76,8 @@ impl Drop for WaitReply<'_> {
 /// wait is bounded by the request timeout of channel `ch` (the connection's default for
 /// `None`): past it the command fails with [`Error::RecoveryTimeout`] unsent. The deadline is
 /// kept in [`Shared`] and the driver wakes the waiters when it passes, on its own timer: a
-/// user thread of the blocking adapter has none.
+/// user thread of the blocking adapter has none. The driver does not look at it while a
+/// redial is under way, so that can add up to the dial's connect timeout.
 pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> Result<(), Error> {
     // Armed on the first poll that finds a recovery under way, so the common case (no
     // recovery) costs one check.
