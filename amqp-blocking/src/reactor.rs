@@ -63,6 +63,7 @@ impl Reactor {
         let waker = Arc::new(IoWaker {
             waker: mio::Waker::new(&registry, WAKE)?,
             notified: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
         });
         Ok(Reactor {
             poller,
@@ -87,12 +88,16 @@ impl Reactor {
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         loop {
-            // Cleared before polling, so a wake during the poll is seen below.
-            self.waker.notified.store(false, Ordering::Release);
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            // Cleared before polling, so a wake during the poll is seen below (and costs no
+            // system call: see `IoWaker`).
+            self.waker.polling.store(true, Ordering::SeqCst);
+            self.waker.notified.store(false, Ordering::SeqCst);
+            let polled = future.as_mut().poll(&mut cx);
+            self.waker.polling.store(false, Ordering::SeqCst);
+            if let Poll::Ready(output) = polled {
                 return Ok(output);
             }
-            if self.waker.notified.load(Ordering::Acquire) {
+            if self.waker.notified.load(Ordering::SeqCst) {
                 continue;
             }
             let timeout = self
@@ -110,10 +115,15 @@ impl Reactor {
     }
 }
 
-/// Wakes the poller; several wakes before the loop polls again cost one system call.
+/// Wakes the poller; several wakes before the loop polls again cost one system call, and a
+/// wake while the loop is polling (the driver's own, or a user thread's while the driver
+/// works) costs none: the loop checks `notified` after the poll. `SeqCst` on both flags makes
+/// that check and the waker's check of `polling` see each other.
 struct IoWaker {
     waker: mio::Waker,
     notified: AtomicBool,
+    /// The loop is polling the future (set before `notified` is cleared).
+    polling: AtomicBool,
 }
 
 impl Wake for IoWaker {
@@ -122,7 +132,7 @@ impl Wake for IoWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        if !self.notified.swap(true, Ordering::SeqCst) && !self.polling.load(Ordering::SeqCst) {
             // Fails only if the eventfd is gone, i.e. the loop has ended: nothing to wake.
             let _ = self.waker.wake();
         }
