@@ -157,11 +157,15 @@ macro_rules! protocol {
 
             /// Decodes a method frame payload: class id, method id and the fields.
             pub fn decode(payload: &Bytes) -> Result<Method, CodecError> {
-                let mut r = Reader::new(payload);
+                Self::read(&mut Reader::new(payload))
+            }
+
+            /// Decodes the method frame payload `r` covers, all of it.
+            pub(crate) fn read(r: &mut Reader<'_>) -> Result<Method, CodecError> {
                 let class_id = r.u16("class id")?;
                 let method_id = r.u16("method id")?;
                 let m = match (class_id, method_id) {
-                    $($(($class_id, $method_id) => Method::$Method($Method::read_fields(&mut r)?),)*)*
+                    $($(($class_id, $method_id) => Method::$Method($Method::read_fields(r)?),)*)*
                     _ => return Err(CodecError::UnknownMethod { class_id, method_id }),
                 };
                 r.finish("method fields")?;

@@ -28,6 +28,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A reader over `buf[start..end]` alone (an empty one if that is not within `buf`).
+    pub(crate) fn range(buf: &'a Bytes, start: usize, end: usize) -> Self {
+        let end = end.min(buf.len());
+        Reader {
+            buf,
+            pos: start.min(end),
+            end,
+            bits: None,
+        }
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.end.saturating_sub(self.pos)
     }

@@ -74,13 +74,14 @@ fn split(file: &str) -> Vec<Captured> {
     }
     let mut dec = FrameDecoder::default();
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        let before = buf.len();
-        let frame = dec
-            .decode(&mut buf)
-            .unwrap_or_else(|e| panic!("{file} at byte {offset}: {e}"))
-            .unwrap_or_else(|| panic!("{file}: incomplete frame at byte {offset}"));
-        let used = before - buf.len();
+    // The decoder may take several frames off `buf` at once, so each frame's extent is read
+    // from its own header: 7 bytes, the payload, the end octet.
+    while let Some(frame) = dec
+        .decode(&mut buf)
+        .unwrap_or_else(|e| panic!("{file} at byte {offset}: {e}"))
+    {
+        let size = bytes.get(offset + 3..offset + 7).expect("frame header");
+        let used = u32::from_be_bytes(size.try_into().expect("4 bytes")) as usize + 8;
         if let Frame::Method(_, Method::ConnectionTune(t)) = &frame {
             dec.set_frame_max(t.frame_max);
         }
@@ -94,6 +95,8 @@ fn split(file: &str) -> Vec<Captured> {
         });
         offset += used;
     }
+    assert!(buf.is_empty(), "{file}: incomplete frame at byte {offset}");
+    assert_eq!(offset, bytes.len(), "{file}");
     out
 }
 

@@ -406,6 +406,7 @@ impl Connection {
                     self.on_frame(frame, now);
                     if self.is_closed() || self.between_transports() {
                         buf.clear();
+                        self.decoder.discard_pending();
                         break;
                     }
                 }
@@ -416,6 +417,7 @@ impl Connection {
                     self.violation(e.reply_code(), e.to_string(), now);
                     self.end_close();
                     buf.clear();
+                    self.decoder.discard_pending();
                     break;
                 }
             }
