@@ -232,6 +232,10 @@ impl Opts {
         if let Some(a) = &self.fake_addr {
             args.extend(["--fake-addr".into(), a.clone()]);
         }
+        // So that the child's result line names the broker it measured against.
+        if self.fake {
+            args.push("--fake".into());
+        }
         args
     }
 }
