@@ -151,6 +151,10 @@ impl Connection {
     methods! {
         /// Opens a channel on the lowest free number.
         wait fn open_channel(&self) -> Result<Channel, Error> => Channel;
+        /// Opens a channel, bounded by `timeout` (`None`: no limit) instead of the
+        /// connection's request timeout; past it, an error of kind [`ErrorKind::Timeout`].
+        wait fn open_channel_with_timeout(&self, timeout: Option<std::time::Duration>)
+            -> Result<Channel, Error> => Channel;
         /// Closes the connection and waits for the close handshake; returns the error that
         /// ended the connection if it had already failed.
         wait fn close(&self) -> Result<(), Error>;

@@ -4,16 +4,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use amqp_proto as proto;
 use futures_core::Stream;
 use proto::uri::AmqpUri;
-use proto::{ConnectionConfig, Error, FieldTable, Misuse, Tuning};
+use proto::{ChannelId, ConnectionConfig, Error, FieldTable, Misuse, Tuning};
 
 use crate::channel::Channel;
 use crate::driver::Driver;
-use crate::handle::{ConnHandle, WaitReply, recovered, start_request};
+use crate::handle::{ConnHandle, WaitReply, recovered, recovered_within, start_request};
 use crate::io::{Timer, Transport};
 use crate::shared::{ConnectionEvent, IoCounters, ReqKind, Shared, SharedRef, Subscriber};
 use crate::util::{lock, register};
@@ -44,10 +44,24 @@ impl Connection {
 
     /// Opens a channel on the lowest free number.
     pub async fn open_channel(&self) -> Result<Channel, Error> {
+        let timeout = lock(self.shared()).core.request_timeout(ChannelId(0));
+        self.open_channel_with_timeout(timeout).await
+    }
+
+    /// [`open_channel`](Self::open_channel) with its own bound (`None`: no limit) instead of
+    /// the connection's [`request_timeout`](crate::ConnectionConfig::request_timeout): on
+    /// the wait for a recovery under way, then on the broker's `channel.open-ok`. Past it the
+    /// call fails with an error of kind [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    /// The channel's later requests start with the connection's default
+    /// ([`Channel::set_request_timeout`] changes that).
+    pub async fn open_channel_with_timeout(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Channel, Error> {
         let mut opened = None;
-        recovered(self.shared(), None).await?;
+        recovered_within(self.shared(), timeout).await?;
         let id = start_request(self.shared(), |s| {
-            let (ch, id) = s.core.open_channel()?;
+            let (ch, id) = s.core.open_channel_with_timeout(timeout)?;
             let key = s.add_channel(ch);
             opened = Some((ch, key));
             Ok((id, ReqKind::OpenChannel { key }))

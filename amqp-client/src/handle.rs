@@ -79,6 +79,17 @@ impl Drop for WaitReply<'_> {
 /// user thread of the blocking adapter has none. The driver does not look at it while a
 /// redial is under way, so that can add up to the dial's connect timeout.
 pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> Result<(), Error> {
+    let timeout = lock(shared)
+        .core
+        .request_timeout(ch.unwrap_or(ChannelId(0)));
+    recovered_within(shared, timeout).await
+}
+
+/// [`recovered`], bounded by `timeout` (`None`: no limit).
+pub(crate) async fn recovered_within(
+    shared: &Mutex<Shared>,
+    timeout: Option<Duration>,
+) -> Result<(), Error> {
     // Armed on the first poll that finds a recovery under way, so the common case (no
     // recovery) costs one check.
     let mut held: Option<Held<'_>> = None;
@@ -89,7 +100,6 @@ pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> 
         }
         let now = s.now();
         if held.is_none() {
-            let timeout = s.core.request_timeout(ch.unwrap_or(ChannelId(0)));
             let deadline = timeout.and_then(|t| Some((now.checked_add(t)?, t)));
             let key = deadline.map(|(at, _)| s.hold_until(at));
             held = Some(Held {

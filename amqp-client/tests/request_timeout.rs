@@ -1,7 +1,8 @@
 //! Request timeouts through the async glue, in memory on a fake clock: a request without a
 //! reply fails with `RequestTimeout` and leaves its channel handle closed with that cause; a
 //! command held back while the connection recovers fails with `RecoveryTimeout`, unsent,
-//! after the timeout of its channel (the connection's default for `open_channel`).
+//! after the timeout of its channel (the connection's default for `open_channel`, or the one
+//! `open_channel_with_timeout` names).
 
 use std::time::Duration;
 
@@ -72,6 +73,25 @@ fn open_channel_without_an_answer_fails_with_the_timeout() {
     assert!(conn.is_open());
 }
 
+#[test]
+fn open_channel_with_timeout_takes_its_own_bound() {
+    let config = ConnectionConfig::default().with_request_timeout(Some(secs(4)));
+    let (mut pair, conn) = ClientPair::connected_with(config);
+    let mut open = Task::spawn(conn.open_channel_with_timeout(Some(secs(1))));
+    assert!(matches!(pair.expect_method(1), Method::ChannelOpen(_)));
+    pair.advance(secs(1) - MS);
+    open.expect_pending();
+    pair.advance(MS);
+    assert_eq!(
+        open.expect_ready().unwrap_err(),
+        Error::RequestTimeout {
+            channel: ChannelId(1),
+            request: "channel.open",
+            after: secs(1),
+        }
+    );
+}
+
 /// Recovery on, and no way to redial in memory: every attempt fails and the connection stays
 /// recovering, so commands are held back until their timeout.
 #[test]
@@ -95,9 +115,16 @@ fn commands_held_back_by_a_recovery_fail_after_their_timeout_unsent() {
     assert_eq!(conn.state(), State::Recovering);
     let mut declare = Task::spawn(ch.queue_declare("jobs", QueueDeclareOptions::default()));
     let mut open = Task::spawn(conn.open_channel());
+    let mut quick = Task::spawn(conn.open_channel_with_timeout(Some(secs(1))));
     declare.expect_pending();
     open.expect_pending();
-    pair.advance(secs(2) - MS);
+    quick.expect_pending();
+    pair.advance(secs(1));
+    assert_eq!(
+        quick.expect_ready().unwrap_err(),
+        Error::RecoveryTimeout(secs(1))
+    );
+    pair.advance(secs(1) - MS);
     declare.expect_pending();
     pair.advance(MS);
     assert_eq!(

@@ -180,6 +180,31 @@ fn channel_open_times_out_and_a_late_open_ok_is_dropped() {
 }
 
 #[test]
+fn a_channel_open_takes_its_own_timeout_and_the_channel_then_the_default() {
+    let mut pair = pair();
+    let after = Duration::from_secs(1);
+    let (quick, id) = pair.client.open_channel_with_timeout(Some(after)).unwrap();
+    let (patient, open) = pair.client.open_channel_with_timeout(None).unwrap();
+    pair.expect_method(quick.0);
+    pair.expect_method(patient.0);
+    pair.advance(after - MS);
+    pair.expect_silence();
+    pair.advance(MS);
+    expect_timeout_close(&mut pair, quick, 20, 10);
+    assert_eq!(
+        pair.expect_completed(id),
+        Err(timeout(quick, "channel.open", after))
+    );
+    assert!(matches!(pair.expect_event(), Event::ChannelClosed { .. }));
+    // No limit on the other open; once open, its requests get the connection's default.
+    pair.advance(Duration::from_secs(3600));
+    pair.expect_silence();
+    pair.send_method(patient.0, ChannelOpenOk::default());
+    assert!(pair.expect_completed(open).is_ok());
+    assert_eq!(pair.client.request_timeout(patient), Some(TIMEOUT));
+}
+
+#[test]
 fn a_reply_in_time_disarms_the_deadline() {
     let mut pair = pair();
     let ch = pair.open_channel();

@@ -66,7 +66,18 @@ impl Connection {
     }
 
     /// Opens a channel on the lowest free number. Completes with [`Reply::ChannelOpened`].
+    /// Its `channel.open` is bounded by [`ConnectionConfig::request_timeout`](crate::ConnectionConfig::request_timeout).
     pub fn open_channel(&mut self) -> Result<(ChannelId, RequestId), Error> {
+        self.open_channel_with_timeout(self.config.request_timeout)
+    }
+
+    /// [`open_channel`](Self::open_channel) with its own bound on the `channel.open` reply
+    /// (`None`: no limit). The channel's later requests start with the connection's default,
+    /// as with `open_channel`.
+    pub fn open_channel_with_timeout(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(ChannelId, RequestId), Error> {
         self.check_open()?;
         let max = match self.tuning.channel_max {
             0 => u16::MAX,
@@ -78,7 +89,7 @@ impl Connection {
         self.send_method(id, &ChannelOpen::default().into())?;
         let rid = self.next_id();
         self.channels.insert(id, Channel::Opening(rid));
-        self.deadlines.note(rid, id, self.config.request_timeout);
+        self.deadlines.note(rid, id, timeout);
         Ok((ChannelId(id), rid))
     }
 
