@@ -85,6 +85,11 @@ impl Proxy {
         self.resume();
     }
 
+    /// Where new connections are forwarded to.
+    pub fn target(&self) -> Option<SocketAddr> {
+        *lock(&self.control.target)
+    }
+
     /// Forwards new connections to `target` instead (links already open stay where they are).
     pub fn retarget(&self, target: SocketAddr) {
         if target.ip().is_loopback() {

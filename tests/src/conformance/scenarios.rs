@@ -1649,14 +1649,7 @@ macro_rules! scenarios {
             /// the same connection serves a new channel.
             pub async fn request_timeout_on_a_stalled_link(env: Env) {
                 let mut options = env.options();
-                let target = format!("{}:{}", options.uri.host, options.uri.port);
-                let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
-                    .expect("resolve the broker's address")
-                    .find(|a| a.ip().is_loopback())
-                    .expect("the broker on a loopback address (the proxy serves only those)");
-                let proxy = crate::proxy::Proxy::start(target).expect("start the test proxy");
-                options.uri.host = proxy.addr().ip().to_string();
-                options.uri.port = proxy.addr().port();
+                let proxy = via_proxy(&mut options);
                 options.config.request_timeout = Some(ms(1_500));
                 let conn = env.try_connect(options).await.expect("connect");
                 let ch = conn.open_channel().await.expect("open channel");
@@ -1697,14 +1690,7 @@ macro_rules! scenarios {
             /// the same channel handle works.
             pub async fn commands_held_by_a_recovery_time_out(env: Env) {
                 let mut options = env.options();
-                let target = format!("{}:{}", options.uri.host, options.uri.port);
-                let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
-                    .expect("resolve the broker's address")
-                    .find(|a| a.ip().is_loopback())
-                    .expect("the broker on a loopback address (the proxy serves only those)");
-                let proxy = crate::proxy::Proxy::start(target).expect("start the test proxy");
-                options.uri.host = proxy.addr().ip().to_string();
-                options.uri.port = proxy.addr().port();
+                let proxy = via_proxy(&mut options);
                 options.config.request_timeout = Some(ms(1_500));
                 options.config.recovery = Some(amqp_proto::recovery::RecoveryConfig {
                     backoff: amqp_proto::recovery::Backoff {
@@ -1715,6 +1701,7 @@ macro_rules! scenarios {
                     },
                     ..Default::default()
                 });
+                let target = proxy.target().expect("the proxy's target");
                 let conn = env.try_connect(options).await.expect("connect");
                 let ch = conn.open_channel().await.expect("open channel");
                 let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1733,6 +1720,12 @@ macro_rules! scenarios {
                     .await
                     .expect_err("open_channel while recovering times out");
                 assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+                // Bounded by its own 300 ms, not the connection's 1.5 s.
+                let err = conn
+                    .open_channel_with_timeout(Some(ms(300)))
+                    .await
+                    .expect_err("open_channel_with_timeout while recovering times out");
+                assert_eq!(err, Error::RecoveryTimeout(ms(300)));
                 ch.set_request_timeout(Some(ms(500))).expect("set the channel's timeout");
                 let err = ch
                     .queue_declare("", QueueDeclareOptions::default())

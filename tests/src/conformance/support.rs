@@ -72,6 +72,20 @@ pub fn with_query(uri: &str, query: &str) -> String {
     format!("{uri}{sep}{query}")
 }
 
+/// Starts the test proxy in front of the broker `options` names (on loopback) and points
+/// `options` at the proxy.
+pub fn via_proxy(options: &mut amqp_client::ConnectOptions) -> crate::proxy::Proxy {
+    let target = format!("{}:{}", options.uri.host, options.uri.port);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .expect("resolve the broker's address")
+        .find(|a| a.ip().is_loopback())
+        .expect("the broker on a loopback address (the proxy serves only those)");
+    let proxy = crate::proxy::Proxy::start(target).expect("start the test proxy");
+    options.uri.host = proxy.addr().ip().to_string();
+    options.uri.port = proxy.addr().port();
+    proxy
+}
+
 /// Shorthand for a number of milliseconds.
 pub fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
