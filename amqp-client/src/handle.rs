@@ -79,16 +79,23 @@ impl Drop for WaitReply<'_> {
 /// user thread of the blocking adapter has none. The driver does not look at it while a
 /// redial is under way, so that can add up to the dial's connect timeout.
 pub(crate) async fn recovered(shared: &Mutex<Shared>, ch: Option<ChannelId>) -> Result<(), Error> {
-    let timeout = lock(shared)
-        .core
-        .request_timeout(ch.unwrap_or(ChannelId(0)));
-    recovered_within(shared, timeout).await
+    let ch = ch.unwrap_or(ChannelId(0));
+    held_back(shared, |s| s.core.request_timeout(ch)).await
 }
 
 /// [`recovered`], bounded by `timeout` (`None`: no limit).
 pub(crate) async fn recovered_within(
     shared: &Mutex<Shared>,
     timeout: Option<Duration>,
+) -> Result<(), Error> {
+    held_back(shared, |_| timeout).await
+}
+
+/// Waits out a recovery under way, bounded by what `timeout` reads (only once one is found,
+/// so the common case takes the lock once).
+async fn held_back(
+    shared: &Mutex<Shared>,
+    timeout: impl Fn(&Shared) -> Option<Duration>,
 ) -> Result<(), Error> {
     // Armed on the first poll that finds a recovery under way, so the common case (no
     // recovery) costs one check.
@@ -100,7 +107,7 @@ pub(crate) async fn recovered_within(
         }
         let now = s.now();
         if held.is_none() {
-            let deadline = timeout.and_then(|t| Some((now.checked_add(t)?, t)));
+            let deadline = timeout(&s).and_then(|t| Some((now.checked_add(t)?, t)));
             let key = deadline.map(|(at, _)| s.hold_until(at));
             held = Some(Held {
                 shared,

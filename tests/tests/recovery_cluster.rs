@@ -153,7 +153,19 @@ fn a_stopped_node_fails_over_without_losing_confirmed_messages() {
             }
         })
         .await
-        .expect("publishing goes on after the failover");
+        .unwrap_or_else(|_| {
+            panic!(
+                "publishing did not go on after the failover: {} confirmed, publisher {}, \
+                 connection {:?}",
+                confirmed_at.lock().unwrap().len(),
+                if publisher.is_finished() {
+                    "ended (a publish failed)"
+                } else {
+                    "waiting"
+                },
+                conn.state()
+            )
+        })
     });
     publisher.abort();
     let confirmed = confirmed_at.lock().unwrap().clone();
