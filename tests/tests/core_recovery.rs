@@ -2,10 +2,12 @@
 //! it, the backoff deadlines, endpoint rotation, the replay frame by frame, renames, failures
 //! in the middle of the replay, stale acks, unconfirmed publishes, and giving up.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amqp_conformance::peer::{Pair, ScriptedPeer, rabbitmq_start};
-use amqp_proto::recovery::{Backoff, Endpoint, RecoveryConfig};
+use amqp_proto::recovery::{
+    Backoff, Endpoint, Next, Recovery, RecoveryConfig, ReplayPlan, Rng, Schedule, Topology,
+};
 use amqp_proto::{
     BasicAck, BasicConsumeOk, BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId,
     ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
@@ -666,4 +668,110 @@ fn at_least_once_republishes_in_order_and_resolves_with_the_new_acks() {
         )),
         "{events:?}"
     );
+}
+
+// The recovery machine and its schedule on their own, driven by hand under fake time.
+
+fn eof() -> Error {
+    Error::UnexpectedEof { mid_frame: false }
+}
+
+#[test]
+fn the_machine_waits_dials_fails_over_and_replays() {
+    let t0 = Instant::now();
+    let mut r = Recovery::start(Recovery::schedule(&recovery(None)), eof(), t0).unwrap();
+    assert_eq!(r.deadline(), Some(t0 + Duration::from_secs(1)));
+    let a = r.dial().unwrap();
+    assert_eq!((a.number, a.endpoint.unwrap().host.as_str()), (1, "node-b"));
+    assert!(r.transport_ready());
+    // The handshake times out: the next attempt is on the other endpoint, later.
+    let t1 = t0 + Duration::from_secs(3);
+    assert_eq!(
+        r.attempt_failed(
+            Error::HandshakeTimeout(amqp_proto::HandshakeStep::AwaitingStart),
+            t1
+        ),
+        Next::Wait
+    );
+    assert_eq!(r.deadline(), Some(t1 + Duration::from_secs(2)));
+    let a = r.dial().unwrap();
+    assert_eq!((a.number, a.endpoint.unwrap().host.as_str()), (2, "node-a"));
+    assert!(r.transport_ready());
+    let plan = ReplayPlan::new(&Topology::default(), &[ChannelId(1)], ChannelId(2));
+    let Next::Send(step) = r.opened(plan, t1) else {
+        panic!("a step")
+    };
+    assert!(matches!(step.method, Method::ChannelOpen(_)));
+    let t2 = t1 + Duration::from_secs(1);
+    match r.step_done(None, t2) {
+        Next::Recovered { endpoint, took, .. } => {
+            assert_eq!(endpoint.unwrap().host, "node-a");
+            assert_eq!(took, Duration::from_secs(4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_machine_gives_up_on_refusals_and_at_the_attempt_limit() {
+    let t0 = Instant::now();
+    let mut r = Recovery::start(Recovery::schedule(&recovery(Some(2))), eof(), t0).unwrap();
+    assert!(matches!(
+        r.attempt_failed(Error::Authentication("no".into()), t0),
+        Next::GiveUp(Error::Authentication(_))
+    ));
+    assert_eq!(r.attempt_failed(eof(), t0), Next::Wait);
+    assert_eq!(r.attempt().number, 2);
+    assert_eq!(r.attempt_failed(eof(), t0), Next::GiveUp(eof()));
+    assert!(Recovery::start(Recovery::schedule(&recovery(Some(0))), eof(), t0).is_err());
+}
+
+#[test]
+fn a_refused_replay_step_drops_the_rest_of_its_channel() {
+    let t0 = Instant::now();
+    let mut r = Recovery::start(Recovery::schedule(&recovery(None)), eof(), t0).unwrap();
+    r.dial();
+    r.transport_ready();
+    let plan = ReplayPlan::new(
+        &Topology::default(),
+        &[ChannelId(1), ChannelId(2)],
+        ChannelId(3),
+    );
+    assert!(matches!(r.opened(plan, t0), Next::Send(s) if s.channel == ChannelId(1)));
+    let (dropped, next) = r.step_refused(t0);
+    assert!(
+        dropped.is_empty(),
+        "the refused step itself is not returned"
+    );
+    assert!(matches!(next, Next::Send(s) if s.channel == ChannelId(2)));
+    assert_eq!(r.current_step().map(|s| s.channel), Some(ChannelId(2)));
+}
+
+#[test]
+fn the_schedule_has_exact_deadlines_with_a_fixed_seed() {
+    let config = RecoveryConfig {
+        backoff: Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            multiplier: 2.0,
+            jitter: 0.5,
+        },
+        seed: 42,
+        ..RecoveryConfig::default()
+    };
+    let t0 = Instant::now();
+    let mut s = Schedule::new(&config);
+    let delays: Vec<Duration> = (0..5).map(|_| s.failed(t0).unwrap().at - t0).collect();
+    // Recomputed from the same seed: the schedule is exactly reproducible.
+    let mut rng = Rng::new(42);
+    let expected: Vec<Duration> = (1..=5).map(|n| config.backoff.delay(n, &mut rng)).collect();
+    assert_eq!(delays, expected);
+    for (n, d) in (1u32..).zip(&delays) {
+        let base = config.backoff.base_delay(n);
+        assert!(*d <= base && *d >= base / 2);
+    }
+    s.recovered();
+    assert_eq!(s.attempts(), 0);
+    assert_eq!(s.failed(t0).unwrap().number, 1);
+    assert_eq!(s.endpoint(), None);
 }
