@@ -514,29 +514,14 @@ pub async fn bind(args: BindArgs, unbind: bool) -> Result<(), CliError> {
             format!("queue {queue}")
         }
         (None, Some(dest)) => {
-            let options = ExchangeBindOptions::default();
+            let options = ExchangeBindOptions {
+                arguments,
+                ..Default::default()
+            };
             if unbind {
-                ch.exchange_unbind(
-                    dest,
-                    source,
-                    key,
-                    ExchangeBindOptions {
-                        arguments,
-                        ..options
-                    },
-                )
-                .await?;
+                ch.exchange_unbind(dest, source, key, options).await?;
             } else {
-                ch.exchange_bind(
-                    dest,
-                    source,
-                    key,
-                    ExchangeBindOptions {
-                        arguments,
-                        ..options
-                    },
-                )
-                .await?;
+                ch.exchange_bind(dest, source, key, options).await?;
             }
             format!("exchange {dest}")
         }
