@@ -42,6 +42,19 @@ fn declare(pair: &mut Pair, ch: ChannelId, queue: &str) -> amqp_proto::RequestId
     id
 }
 
+/// The number of `ch`, closed for a timeout, stays taken until the broker's close-ok: a new
+/// channel gets another one, and the close-ok then ends `ch` quietly. Returns the new channel.
+#[track_caller]
+fn number_kept_until_close_ok(pair: &mut Pair, ch: ChannelId) -> ChannelId {
+    let (next, _) = pair.client.open_channel().unwrap();
+    assert_ne!(next, ch);
+    assert!(matches!(pair.expect_method(next.0), Method::ChannelOpen(_)));
+    pair.send_method(ch.0, ChannelCloseOk {});
+    pair.expect_no_event();
+    assert_eq!(pair.client.state(), State::Open);
+    next
+}
+
 /// The channel.close the client sent on `ch` for a timed-out request: reply 200, the
 /// request's class and method.
 #[track_caller]
@@ -170,13 +183,10 @@ fn channel_open_times_out_and_a_late_open_ok_is_dropped() {
     pair.send_method(ch.0, ChannelOpenOk::default());
     pair.expect_silence();
     pair.expect_no_event();
-    // The number stays taken until close-ok.
-    let (next, _) = pair.client.open_channel().unwrap();
-    assert_eq!(next, ChannelId(ch.0 + 1));
-    assert!(matches!(pair.expect_method(next.0), Method::ChannelOpen(_)));
-    pair.send_method(ch.0, ChannelCloseOk {});
-    pair.expect_no_event();
-    assert_eq!(pair.client.state(), State::Open);
+    assert_eq!(
+        number_kept_until_close_ok(&mut pair, ch),
+        ChannelId(ch.0 + 1)
+    );
 }
 
 #[test]
@@ -342,12 +352,7 @@ fn a_channel_close_times_out_and_keeps_its_number() {
     );
     pair.expect_silence();
     pair.expect_no_event();
-    let (next, _) = pair.client.open_channel().unwrap();
-    assert_ne!(next, ch);
-    assert!(matches!(pair.expect_method(next.0), Method::ChannelOpen(_)));
-    pair.send_method(ch.0, ChannelCloseOk {});
-    pair.expect_no_event();
-    assert_eq!(pair.client.state(), State::Open);
+    number_kept_until_close_ok(&mut pair, ch);
 }
 
 /// A get whose get-ok arrived in time completes when its content does, however long that
