@@ -656,6 +656,19 @@ impl Pair {
         before
     }
 
+    /// After an [`Event::Dial`]: a fresh broker on a fresh transport (nothing of the old one's
+    /// frames is left), handed to the client at the current time.
+    ///
+    /// # Panics
+    /// If the client asked for no dial.
+    #[track_caller]
+    pub fn fresh_transport(&mut self) {
+        self.peer = ScriptedPeer::default();
+        self.inbox.clear();
+        let now = self.now;
+        self.client.transport_ready(now).expect("transport_ready");
+    }
+
     /// Short-string helper for scripts.
     pub fn s(text: &str) -> ShortString {
         ShortString::try_from(text).expect("short string")

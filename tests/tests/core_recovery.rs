@@ -4,15 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use amqp_conformance::peer::{Pair, ScriptedPeer, rabbitmq_start};
+use amqp_conformance::peer::{Pair, play_handshake, rabbitmq_start};
 use amqp_proto::recovery::{
     Backoff, Endpoint, Next, Recovery, RecoveryConfig, ReplayPlan, Rng, Schedule, Topology,
 };
 use amqp_proto::{
     BasicAck, BasicConsumeOk, BasicQosOk, BasicQosOptions, ChannelClose, ChannelCloseOk, ChannelId,
     ChannelOpenOk, ConfirmSelectOk, Confirmation, ConnectionClose, ConnectionConfig,
-    ConnectionOpenOk, ConnectionTune, ConnectionUpdateSecretOk, DeliveryTag, Error, ErrorKind,
-    Event, ExchangeDeclareOk, Frame, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk,
+    ConnectionTune, ConnectionUpdateSecretOk, DeliveryTag, Error, ErrorKind, Event,
+    ExchangeDeclareOk, Frame, Method, QueueBindOk, QueueBindOptions, QueueDeclareOk,
     QueueDeclareOptions, WouldBlock,
 };
 
@@ -61,26 +61,13 @@ fn redial(pair: &mut Pair, wait: Duration, endpoint: &str) {
         } => assert_eq!(e.host, endpoint),
         other => panic!("expected Dial, got {other:?}"),
     }
-    pair.peer = ScriptedPeer::default();
-    pair.inbox.clear();
-    let now = pair.now;
-    pair.client.transport_ready(now).unwrap();
-    pair.send_method(0, rabbitmq_start());
-    assert!(matches!(
-        pair.expect_method(0),
-        Method::ConnectionStartOk(_)
-    ));
-    pair.send_method(
-        0,
-        ConnectionTune {
-            channel_max: 2047,
-            frame_max: 131_072,
-            heartbeat: 60,
-        },
-    );
-    assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
-    assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
-    pair.send_method(0, ConnectionOpenOk::default());
+    pair.fresh_transport();
+    let tune = ConnectionTune {
+        channel_max: 2047,
+        frame_max: 131_072,
+        heartbeat: 60,
+    };
+    play_handshake(pair, tune);
 }
 
 fn s(x: &str) -> amqp_proto::ShortString {
@@ -366,10 +353,7 @@ fn first_attempt_gets_start(pair: &mut Pair) {
     lose_transport(pair);
     pair.advance(Duration::from_secs(1));
     assert!(matches!(pair.expect_event(), Event::Dial { .. }));
-    pair.peer = ScriptedPeer::default();
-    pair.inbox.clear();
-    let now = pair.now;
-    pair.client.transport_ready(now).unwrap();
+    pair.fresh_transport();
     pair.send_method(0, rabbitmq_start());
 }
 

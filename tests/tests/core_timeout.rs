@@ -388,9 +388,9 @@ fn a_get_answered_in_time_is_not_timed_out_while_its_content_arrives() {
 /// goes with it, and after the recovery the channel's own timeout still applies.
 #[test]
 fn a_loss_fails_the_request_and_drops_its_deadline_across_a_recovery() {
-    use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
+    use amqp_conformance::peer::play_handshake;
+    use amqp_proto::ConnectionTune;
     use amqp_proto::recovery::{Backoff, RecoveryConfig};
-    use amqp_proto::{ConnectionOpenOk, ConnectionTune};
 
     let recovery = RecoveryConfig {
         backoff: Backoff {
@@ -427,24 +427,13 @@ fn a_loss_fails_the_request_and_drops_its_deadline_across_a_recovery() {
     );
     pair.advance(Duration::from_secs(1));
     assert!(matches!(pair.expect_event(), Event::Dial { .. }));
-    pair.peer = ScriptedPeer::default();
-    pair.inbox.clear();
-    let now = pair.now;
-    pair.client.transport_ready(now).unwrap();
-    pair.send_method(0, rabbitmq_start());
-    assert!(matches!(
-        pair.expect_method(0),
-        Method::ConnectionStartOk(_)
-    ));
+    pair.fresh_transport();
     let tune = ConnectionTune {
         channel_max: 2047,
         frame_max: 131_072,
         heartbeat: 0,
     };
-    pair.send_method(0, tune);
-    assert!(matches!(pair.expect_method(0), Method::ConnectionTuneOk(_)));
-    assert!(matches!(pair.expect_method(0), Method::ConnectionOpen(_)));
-    pair.send_method(0, ConnectionOpenOk::default());
+    play_handshake(&mut pair, tune);
     assert!(matches!(pair.expect_method(ch.0), Method::ChannelOpen(_)));
     pair.send_method(ch.0, ChannelOpenOk::default());
     let events = pair.drain_events();
