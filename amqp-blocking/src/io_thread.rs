@@ -1,21 +1,22 @@
 //! A connection's `amqp-io` thread: it runs the shared connect sequence of `amqp-client`
-//! (dial, TLS handshake, AMQP handshake) and then the connection's driver, both on this
-//! crate's event loop ([`Reactor`]), while the thread that called `connect` waits for the
-//! outcome. Recovery redials on the same thread, through the same dial.
+//! (dial, TLS handshake, AMQP handshake) on the connection's event loop ([`Loop`]) while the
+//! thread that called `connect` waits for the outcome, and then keeps the loop going whenever
+//! no user thread drives it (see [`crate::lead`]). Recovery redials through the same dial, on
+//! whichever thread drives.
 
 use std::cell::RefCell;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::task::Poll;
 
 use amqp_client::adapter::Driver;
 use amqp_client::{AmqpUri, ConnectError, ConnectOptions};
 
+use crate::lead::Loop;
 use crate::net::{self, TcpTransport};
-use crate::reactor::{Handle, IoTimer, Reactor};
+use crate::reactor::{Handle, IoTimer, Poller};
 
 /// The transport of a connection: plain TCP, or TLS over it.
 #[cfg(feature = "tls")]
@@ -27,66 +28,55 @@ type Io = TcpTransport;
 type ConnectionDriver = Driver<Io, IoTimer>;
 type Outcome = Result<amqp_client::Connection, ConnectError>;
 
-/// Starts the connection's I/O thread and waits until the connection is open or failed.
-pub(crate) fn connect(options: ConnectOptions) -> Outcome {
+/// Starts the connection's I/O thread and waits until the connection is open or failed;
+/// returns it with its event loop.
+pub(crate) fn connect(
+    options: ConnectOptions,
+) -> Result<(amqp_client::Connection, Arc<Loop>), ConnectError> {
+    let (poller, handle, eventfd) = Poller::new().map_err(ConnectError::Io)?;
+    let event_loop = Loop::new(poller, handle.clone(), eventfd);
     let (tx, rx) = mpsc::sync_channel(1);
+    let io_loop = event_loop.clone();
     std::thread::Builder::new()
         .name("amqp-io".into())
-        .spawn(move || run(options, tx))
+        .spawn(move || run(options, handle, &io_loop, tx))
         .map_err(ConnectError::Io)?;
-    rx.recv().unwrap_or_else(|_| {
+    let outcome = rx.recv().unwrap_or_else(|_| {
         Err(ConnectError::Io(io::Error::other(
             "the connection's I/O thread ended before the connection opened",
         )))
-    })
+    });
+    outcome.map(|conn| (conn, event_loop))
 }
 
 /// The thread's body: the connect sequence, then the driver until the connection is over.
-fn run(options: ConnectOptions, tx: mpsc::SyncSender<Outcome>) {
-    let reactor = match Reactor::new() {
-        Ok(reactor) => reactor,
-        Err(e) => {
-            let _ = tx.send(Err(ConnectError::Io(e)));
-            return;
-        }
-    };
-    let driver: Rc<RefCell<Option<ConnectionDriver>>> = Rc::default();
-    let slot = driver.clone();
+fn run(options: ConnectOptions, handle: Handle, event_loop: &Loop, tx: mpsc::SyncSender<Outcome>) {
+    let slot: Rc<RefCell<Option<ConnectionDriver>>> = Rc::default();
+    let spawned = slot.clone();
     let spawn = move |d: ConnectionDriver| {
-        *slot.borrow_mut() = Some(d);
+        *spawned.borrow_mut() = Some(d);
         Ok(())
     };
-    let mut connecting = Some(Box::pin(start(options, reactor.handle(), spawn)));
-    let tx = RefCell::new(Some(tx));
-    let ended = reactor.block_on(poll_fn(|cx| {
-        if let Some(c) = &mut connecting {
-            if let Poll::Ready(outcome) = c.as_mut().poll(cx) {
-                connecting = None;
-                if let Some(tx) = tx.borrow_mut().take() {
-                    let _ = tx.send(outcome);
-                }
-            }
+    let mut connecting = Box::pin(start(options, handle, spawn));
+    let outcome = event_loop.connect(|cx, driver| {
+        let polled = connecting.as_mut().poll(cx);
+        // Installed in the same turn, so that the driver is polled right after the connect
+        // sequence handed it over and the handshake starts.
+        if let Some(d) = slot.borrow_mut().take() {
+            *driver = Some(Box::pin(d));
         }
-        // Polled right after the connect sequence handed it over, so the handshake starts.
-        let mut running = driver.borrow_mut();
-        if let Some(d) = running.as_mut() {
-            if Pin::new(d).poll(cx).is_ready() {
-                *running = None;
-            }
+        match polled {
+            Poll::Ready(outcome) => Some(outcome),
+            Poll::Pending => None,
         }
-        if connecting.is_none() && running.is_none() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }));
-    // The poller failed: the driver went with the loop, ending the connection.
-    if let Err(e) = ended {
-        tracing::error!(error = %e, "amqp: the I/O thread's poller failed");
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(Err(ConnectError::Io(e)));
-        }
-    }
+    });
+    let outcome = outcome.unwrap_or_else(|| {
+        Err(ConnectError::Io(io::Error::other(
+            "the connection ended during the connect sequence",
+        )))
+    });
+    let _ = tx.send(outcome);
+    event_loop.run_io();
 }
 
 /// The shared connect sequence over this crate's dial (and TLS handshake) and timer.

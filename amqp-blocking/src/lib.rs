@@ -1,8 +1,9 @@
 //! # amqp-blocking
 //!
 //! A blocking AMQP 0-9-1 client: the operations and names of `amqp-tokio`, as plain calls
-//! that return when the broker has answered. A background I/O thread moves the bytes over a
-//! `std::net` socket: no async runtime, no reactor shared between connections.
+//! that return when the broker has answered, over a non-blocking socket driven by the
+//! waiting threads and a background I/O thread: no async runtime, no reactor shared between
+//! connections.
 //!
 //! ```no_run
 //! use amqp_blocking::{
@@ -43,20 +44,22 @@
 //! }
 //! ```
 //!
-//! Each connection has a background I/O thread (`amqp-io`) that moves the bytes and keeps
-//! heartbeats flowing while the application's threads are busy or blocked. It runs
-//! `amqp-client`'s connection driver (the same protocol glue as the async adapters, so the
-//! same behaviour: recovery, heartbeats, metrics, tracing) over a non-blocking TCP socket,
-//! waiting on a `mio` poller for the socket, the driver's next deadline or new work; the
-//! connect sequence (name resolution, TCP connect within the URI's `connection_timeout`, TLS
-//! and AMQP handshakes) runs on that thread too. The calls here park the calling thread on the
-//! runtime-agnostic futures of `amqp-client` until that thread delivers the answer.
+//! Each connection runs `amqp-client`'s connection driver (the same protocol glue as the
+//! async adapters, so the same behaviour: recovery, heartbeats, metrics, tracing) over a
+//! non-blocking TCP socket, on an event loop that waits on a `mio` poller for the socket, the
+//! driver's next deadline or new work. A call that blocks runs that loop on the calling
+//! thread while it waits (one thread at a time; others wait for it), so what the broker sends
+//! is read and delivered on the thread that waits for it and no thread hands work to another.
+//! A background I/O thread (`amqp-io`) runs the connect sequence (name resolution, TCP connect
+//! within the URI's `connection_timeout`, TLS and AMQP handshakes) and takes the loop over
+//! within a few milliseconds whenever no call waits, so heartbeats keep flowing and
+//! fire-and-forget commands go out while the application's threads are busy.
 //! [`Connection`] and [`Channel`] are cheap to clone, and every handle is `Send` and `Sync`:
 //! share them between threads freely. Don't call these methods from inside an async task
 //! (they would block its executor): use `amqp-async-std` or `amqp-tokio` there.
 //!
 //! With the `tls` feature (on by default) `amqps://` URIs connect through rustls, driven
-//! directly over the socket on the I/O thread: `cacertfile` (else the `webpki-roots`
+//! directly over the socket by the connection's event loop: `cacertfile` (else the `webpki-roots`
 //! CAs), host name verification, `certfile`/`keyfile` for a client certificate and
 //! `auth_mechanism=external` to log in with it; in code, [`ConnectOptions::with_tls`] and
 //! [`TlsOptions`] (see [`tls`]). A failed handshake is a prompt [`ConnectError::Tls`].
@@ -70,19 +73,43 @@
 #![warn(missing_docs)]
 
 mod io_thread;
+mod lead;
 mod net;
 mod park;
 mod reactor;
 #[cfg(feature = "tls")]
 mod tls_io;
 
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use amqp_client as nb;
 use futures_lite::StreamExt;
 
-use park::{block_on, block_on_timeout};
+use lead::Loop;
+
+/// The event loop of the connection a handle belongs to, which its blocking calls drive
+/// while they wait (see `lead`). `None` for handles made from async ones (`From`): their
+/// calls only park, and the connection's `amqp-io` thread drives.
+#[derive(Clone)]
+struct Link(Option<Arc<Loop>>);
+
+impl Link {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        park::block_on(future, self.0.as_deref())
+    }
+
+    fn block_on_timeout<F: Future>(&self, future: F, timeout: Duration) -> Option<F::Output> {
+        park::block_on_timeout(future, timeout, self.0.as_deref())
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Link" } else { "Unlinked" })
+    }
+}
 
 pub use amqp_client::amqp_proto;
 // The shared API; this crate's blocking `Connection`, `Channel`, `Consumer`, `PublishConfirm`,
@@ -90,17 +117,18 @@ pub use amqp_client::amqp_proto;
 pub use amqp_client::api::*;
 
 /// Generates the blocking wrappers: `wait` methods block on the async method of the same
-/// name, `now` methods call it directly; `=> f` maps the `Ok` value.
+/// name, `now` methods call it directly; `=> f` maps the `Ok` value (`f(value, link)`).
 macro_rules! methods {
     ($($(#[$doc:meta])* $kind:ident fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty
         $(=> $wrap:path)?;)*) => {$(
         $(#[$doc])*
         pub fn $name(&self $(, $arg: $ty)*) -> $ret {
-            methods!(@$kind self.0.$name($($arg),*)) $(.map($wrap))?
+            methods!(@$kind self, self.0.$name($($arg),*))
+                $(.map(|value| $wrap(value, self.1.clone())))?
         }
     )*};
-    (@wait $call:expr) => { block_on($call) };
-    (@now $call:expr) => { $call };
+    (@wait $this:ident, $call:expr) => { $this.1.block_on($call) };
+    (@now $this:ident, $call:expr) => { $call };
 }
 
 /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`).
@@ -110,7 +138,8 @@ pub fn connect(uri: &str) -> Result<Connection, ConnectError> {
 
 /// Connects with a URI string, a parsed [`AmqpUri`] or [`ConnectOptions`].
 pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, ConnectError> {
-    io_thread::connect(options.into_connect_options()?).map(Connection)
+    io_thread::connect(options.into_connect_options()?)
+        .map(|(conn, event_loop)| Connection(conn, Link(Some(event_loop))))
 }
 
 /// A connection to a broker. Cheap to clone; every clone is the same connection. See
@@ -134,7 +163,7 @@ pub fn connect_with(options: impl IntoConnectOptions) -> Result<Connection, Conn
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Connection(nb::Connection);
+pub struct Connection(nb::Connection, Link);
 
 impl Connection {
     /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?options`) and
@@ -184,7 +213,7 @@ impl Connection {
     /// What happens to the connection: blocked/unblocked, channel flow, warnings, and
     /// finally [`ConnectionEvent::Closed`]. See [`amqp_client::Connection::events`].
     pub fn events(&self) -> Events {
-        Events(Mutex::new(self.0.events()))
+        Events(Mutex::new(self.0.events()), self.1.clone())
     }
 
     /// The async handle, for code that mixes both styles.
@@ -195,7 +224,7 @@ impl Connection {
 
 impl From<nb::Connection> for Connection {
     fn from(conn: nb::Connection) -> Self {
-        Connection(conn)
+        Connection(conn, Link(None))
     }
 }
 
@@ -223,7 +252,7 @@ impl From<nb::Connection> for Connection {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Channel(nb::Channel);
+pub struct Channel(nb::Channel, Link);
 
 impl Channel {
     methods! {
@@ -324,13 +353,13 @@ impl Channel {
 
     /// The connection this channel belongs to.
     pub fn connection(&self) -> Connection {
-        Connection(self.0.connection())
+        Connection(self.0.connection(), self.1.clone())
     }
 
     /// The mandatory messages the broker returns on this channel outside confirm mode. See
     /// [`amqp_client::Channel::on_return`].
     pub fn on_return(&self) -> Returns {
-        Returns(Mutex::new(self.0.on_return()))
+        Returns(Mutex::new(self.0.on_return()), self.1.clone())
     }
 
     /// The async handle, for code that mixes both styles.
@@ -341,7 +370,7 @@ impl Channel {
 
 impl From<nb::Channel> for Channel {
     fn from(channel: nb::Channel) -> Self {
-        Channel(channel)
+        Channel(channel, Link(None))
     }
 }
 
@@ -373,15 +402,17 @@ pub struct PublishConfirm {
     pending: nb::PublishConfirm,
     tag: Option<DeliveryTag>,
     outcome: Option<Confirmation>,
+    link: Link,
 }
 
 impl PublishConfirm {
-    fn new(pending: nb::PublishConfirm) -> Self {
+    fn new(pending: nb::PublishConfirm, link: Link) -> Self {
         let tag = pending.delivery_tag();
         PublishConfirm {
             pending,
             tag,
             outcome: None,
+            link,
         }
     }
 
@@ -390,14 +421,14 @@ impl PublishConfirm {
     pub fn wait(self) -> Confirmation {
         match self.outcome {
             Some(outcome) => outcome,
-            None => block_on(self.pending),
+            None => self.link.block_on(self.pending),
         }
     }
 
     /// Blocks until the broker answers or `timeout` passes (`None`). Can be called again.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Confirmation> {
         if self.outcome.is_none() {
-            self.outcome = block_on_timeout(&mut self.pending, timeout);
+            self.outcome = self.link.block_on_timeout(&mut self.pending, timeout);
         }
         self.outcome.clone()
     }
@@ -408,11 +439,12 @@ impl PublishConfirm {
         if let Some(outcome) = self.outcome {
             return Ok(outcome);
         }
-        let tag = self.tag;
+        let (tag, link) = (self.tag, self.link);
         nb::PublishConfirm::try_resolve(self.pending).map_err(|pending| PublishConfirm {
             pending,
             tag,
             outcome: None,
+            link,
         })
     }
 
@@ -468,10 +500,10 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    fn new(inner: nb::Consumer) -> Self {
+    fn new(inner: nb::Consumer, link: Link) -> Self {
         Consumer {
             tag: inner.tag().clone(),
-            channel: Channel(inner.channel().clone()),
+            channel: Channel(inner.channel().clone(), link),
             inner: Mutex::new(inner),
             end: OnceLock::new(),
         }
@@ -481,8 +513,8 @@ impl Consumer {
     fn next_within(&self, timeout: Option<Duration>) -> Option<Option<Result<Delivery, Error>>> {
         let mut inner = lock(&self.inner);
         let item = match timeout {
-            Some(t) => block_on_timeout(inner.next(), t),
-            None => Some(block_on(inner.next())),
+            Some(t) => self.channel.1.block_on_timeout(inner.next(), t),
+            None => Some(self.channel.1.block_on(inner.next())),
         };
         if let Some(end) = inner.end_reason() {
             let _ = self.end.set(end.clone());
@@ -510,7 +542,7 @@ impl Consumer {
     /// Cancels the consumer; the iterator yields what had already arrived, then ends.
     pub fn cancel(&self) -> Result<(), Error> {
         // Not under the lock: a thread blocked in `recv` holds it until a delivery or the end.
-        block_on(
+        self.channel.1.block_on(
             self.channel
                 .0
                 .basic_cancel(&self.tag, BasicCancelOptions::default()),
@@ -544,7 +576,7 @@ impl Iterator for Consumer {
 /// What happens to a connection, as an iterator that blocks for the next event and ends
 /// after [`ConnectionEvent::Closed`]. See [`Connection::events`].
 #[derive(Debug)]
-pub struct Events(Mutex<nb::Events>);
+pub struct Events(Mutex<nb::Events>, Link);
 
 impl Events {
     /// An event already queued, without waiting.
@@ -554,7 +586,9 @@ impl Events {
 
     /// Waits at most `timeout` for the next event (`None`: none came, or the stream ended).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<ConnectionEvent> {
-        block_on_timeout(lock(&self.0).next(), timeout).flatten()
+        self.1
+            .block_on_timeout(lock(&self.0).next(), timeout)
+            .flatten()
     }
 }
 
@@ -562,20 +596,22 @@ impl Iterator for Events {
     type Item = ConnectionEvent;
 
     fn next(&mut self) -> Option<ConnectionEvent> {
-        block_on(lock(&self.0).next())
+        self.1.block_on(lock(&self.0).next())
     }
 }
 
 /// Returned mandatory messages, as an iterator that blocks for the next one and ends when
 /// the channel closes. See [`Channel::on_return`].
 #[derive(Debug)]
-pub struct Returns(Mutex<nb::Returns>);
+pub struct Returns(Mutex<nb::Returns>, Link);
 
 impl Returns {
     /// Waits at most `timeout` for the next returned message (`None`: none came, or the
     /// channel closed).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<ReturnedMessage> {
-        block_on_timeout(lock(&self.0).next(), timeout).flatten()
+        self.1
+            .block_on_timeout(lock(&self.0).next(), timeout)
+            .flatten()
     }
 }
 
@@ -583,7 +619,7 @@ impl Iterator for Returns {
     type Item = ReturnedMessage;
 
     fn next(&mut self) -> Option<ReturnedMessage> {
-        block_on(lock(&self.0).next())
+        self.1.block_on(lock(&self.0).next())
     }
 }
 

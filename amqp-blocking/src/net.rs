@@ -1,4 +1,4 @@
-//! TCP on the I/O thread: a non-blocking socket registered with the thread's poller as the
+//! TCP for the event loop: a non-blocking socket registered with the loop's poller as the
 //! driver's [`Transport`], and the dial that opens it.
 
 use std::future::poll_fn;
@@ -79,7 +79,7 @@ impl Transport for TcpTransport {
     }
 }
 
-/// Resolves `host` (on a helper thread, unless it is an IP address, so that the I/O thread
+/// Resolves `host` (on a helper thread, unless it is an IP address, so that the event loop
 /// keeps running) and connects to the first address that answers, `TCP_NODELAY` on. The
 /// caller bounds it with the connect timeout.
 pub(crate) async fn dial(handle: Handle, host: String, port: u16) -> io::Result<TcpTransport> {

@@ -1,38 +1,64 @@
-//! The `amqp-io` thread's event loop: one `mio` poller, the deadlines of the futures it runs,
-//! and a waker that interrupts the poller. It runs a single future (a connection's connect
-//! sequence, then its driver) and re-polls all of it on any readiness event, expired deadline
-//! or wake: with one connection per thread there is nothing to dispatch.
+//! A connection's event loop parts: one `mio` poller (with its waker's eventfd registered),
+//! the deadlines of the sleeps of the futures it runs, and the [`Handle`] those futures use to
+//! register sockets and read the time. Whichever thread drives the connection (see
+//! [`crate::lead`]) waits on the poller; with one connection per poller any event means "poll
+//! the driver again": there is nothing to dispatch.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use amqp_client::adapter::Timer;
-use mio::{Events, Interest, Poll as Poller, Registry, Token};
+use mio::{Events, Interest, Poll as MioPoll, Registry, Token};
 
 use crate::lock;
 
-/// The token of every socket: any event means "poll the future again".
+/// The token of every socket: any event means "poll the driver again".
 const SOCKET: Token = Token(0);
 /// The token of the waker.
 const WAKE: Token = Token(1);
 /// Readiness events taken per wait.
 const EVENTS: usize = 16;
 
-/// The poller and what wakes it; lives on the `amqp-io` thread.
-pub(crate) struct Reactor {
-    poller: Poller,
+/// The poller and its event buffer; used only by the thread that drives.
+pub(crate) struct Poller {
+    poll: MioPoll,
     events: Events,
-    waker: Arc<IoWaker>,
-    handle: Handle,
 }
 
-/// What the futures on the I/O thread use to reach its poller and timers; cheap to clone and
+impl Poller {
+    /// A poller, the handle for the futures it serves, and the waker that interrupts it.
+    pub(crate) fn new() -> io::Result<(Poller, Handle, mio::Waker)> {
+        let poll = MioPoll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(&registry, WAKE)?;
+        let handle = Handle {
+            registry: Arc::new(registry),
+            timers: Arc::default(),
+        };
+        let poller = Poller {
+            poll,
+            events: Events::with_capacity(EVENTS),
+        };
+        Ok((poller, handle, waker))
+    }
+
+    /// Waits for a socket event, a wake, or `timeout`. A poller that fails (which epoll does
+    /// not, short of a bug) returns the error.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What the futures of a connection use to reach its poller and timers; cheap to clone and
 /// `Send`, so dial closures and the timer can hold it.
 #[derive(Clone, Debug)]
 pub(crate) struct Handle {
@@ -54,88 +80,15 @@ impl Handle {
             timers: self.timers.clone(),
         }
     }
-}
 
-impl Reactor {
-    pub(crate) fn new() -> io::Result<Self> {
-        let poller = Poller::new()?;
-        let registry = poller.registry().try_clone()?;
-        let waker = Arc::new(IoWaker {
-            waker: mio::Waker::new(&registry, WAKE)?,
-            notified: AtomicBool::new(false),
-            polling: AtomicBool::new(false),
-        });
-        Ok(Reactor {
-            poller,
-            events: Events::with_capacity(EVENTS),
-            waker,
-            handle: Handle {
-                registry: Arc::new(registry),
-                timers: Arc::default(),
-            },
-        })
+    /// The earliest pending deadline.
+    pub(crate) fn earliest(&self) -> Option<Instant> {
+        self.timers.earliest()
     }
 
-    pub(crate) fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
-    /// Runs `future` to completion on this thread: poll it, then wait for a socket, the
-    /// earliest deadline or a wake, and poll it again. A poller that fails (which epoll does
-    /// not, short of a bug) ends the loop with the error.
-    pub(crate) fn block_on<F: Future>(mut self, future: F) -> io::Result<F::Output> {
-        let waker = Waker::from(self.waker.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut future = pin!(future);
-        loop {
-            // Cleared before polling, so a wake during the poll is seen below (and costs no
-            // system call: see `IoWaker`).
-            self.waker.polling.store(true, Ordering::SeqCst);
-            self.waker.notified.store(false, Ordering::SeqCst);
-            let polled = future.as_mut().poll(&mut cx);
-            self.waker.polling.store(false, Ordering::SeqCst);
-            if let Poll::Ready(output) = polled {
-                return Ok(output);
-            }
-            if self.waker.notified.load(Ordering::SeqCst) {
-                continue;
-            }
-            let timeout = self
-                .handle
-                .timers
-                .earliest()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            match self.poller.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            self.handle.timers.expire(Instant::now());
-        }
-    }
-}
-
-/// Wakes the poller; several wakes before the loop polls again cost one system call, and a
-/// wake while the loop is polling (the driver's own, or a user thread's while the driver
-/// works) costs none: the loop checks `notified` after the poll. `SeqCst` on both flags makes
-/// that check and the waker's check of `polling` see each other.
-struct IoWaker {
-    waker: mio::Waker,
-    notified: AtomicBool,
-    /// The loop is polling the future (set before `notified` is cleared).
-    polling: AtomicBool,
-}
-
-impl Wake for IoWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.notified.swap(true, Ordering::SeqCst) && !self.polling.load(Ordering::SeqCst) {
-            // Fails only if the eventfd is gone, i.e. the loop has ended: nothing to wake.
-            let _ = self.waker.wake();
-        }
+    /// Forgets the deadlines up to `now`: their sleeps are due.
+    pub(crate) fn expire(&self, now: Instant) {
+        self.timers.expire(now);
     }
 }
 
@@ -216,58 +169,53 @@ impl Drop for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::task::Waker;
 
     #[test]
-    fn a_sleep_ends_the_wait_at_its_deadline() {
-        let reactor = Reactor::new().unwrap();
-        let timer = reactor.handle().timer();
+    fn a_sleep_registers_its_deadline_and_a_wait_ends_at_it() {
+        let (mut poller, handle, _waker) = Poller::new().unwrap();
+        let timer = handle.timer();
         let start = Instant::now();
-        reactor
-            .block_on(timer.sleep_until(start + Duration::from_millis(30)))
-            .unwrap();
+        let mut sleep = timer.sleep_until(start + Duration::from_millis(30));
+        let mut cx = Context::from_waker(Waker::noop());
+        while sleep.as_mut().poll(&mut cx).is_pending() {
+            let earliest = handle.earliest().unwrap();
+            poller
+                .wait(Some(earliest.saturating_duration_since(Instant::now())))
+                .unwrap();
+            handle.expire(Instant::now());
+        }
         assert!(start.elapsed() >= Duration::from_millis(30));
+        assert!(handle.earliest().is_none());
     }
 
     #[test]
     fn a_wake_from_another_thread_ends_the_wait() {
-        let reactor = Reactor::new().unwrap();
-        let flag = Arc::new(AtomicBool::new(false));
-        let seen = flag.clone();
-        let mut spawned = false;
-        reactor
-            .block_on(std::future::poll_fn(|cx| {
-                if seen.load(Ordering::Acquire) {
-                    return Poll::Ready(());
-                }
-                if !spawned {
-                    spawned = true;
-                    let (flag, waker) = (flag.clone(), cx.waker().clone());
-                    std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_millis(10));
-                        flag.store(true, Ordering::Release);
-                        waker.wake();
-                    });
-                }
-                Poll::Pending
-            }))
-            .unwrap();
+        let (mut poller, _handle, waker) = Poller::new().unwrap();
+        let waker = Arc::new(waker);
+        let ringer = waker.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            ringer.wake().unwrap();
+        });
+        // Without the wake this would wait forever.
+        poller.wait(None).unwrap();
+        t.join().unwrap();
     }
 
     #[test]
     fn a_dropped_sleep_leaves_no_deadline() {
-        let reactor = Reactor::new().unwrap();
-        let timer = reactor.handle().timer();
+        let (_poller, handle, _waker) = Poller::new().unwrap();
+        let timer = handle.timer();
         let mut sleep = timer.sleep_until(Instant::now() + Duration::from_secs(60));
-        let waker = Waker::from(reactor.waker.clone());
         assert!(
             sleep
                 .as_mut()
-                .poll(&mut Context::from_waker(&waker))
+                .poll(&mut Context::from_waker(Waker::noop()))
                 .is_pending()
         );
-        assert!(reactor.handle.timers.earliest().is_some());
+        assert!(handle.earliest().is_some());
         drop(sleep);
-        assert!(reactor.handle.timers.earliest().is_none());
+        assert!(handle.earliest().is_none());
     }
 }

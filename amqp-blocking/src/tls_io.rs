@@ -1,4 +1,4 @@
-//! TLS on the I/O thread (feature `tls`): a `rustls::ClientConnection` driven by hand over the
+//! TLS on the event loop (feature `tls`): a `rustls::ClientConnection` driven by hand over the
 //! non-blocking socket (`read_tls` / `process_new_packets` / `write_tls`), with the handshake
 //! as a future. The settings come from `amqp-client`'s [`TlsClient`]; failures are reported
 //! as `io::Error`s carrying the `rustls::Error`, which the connect sequence classifies.
@@ -14,7 +14,7 @@ use bytes::BytesMut;
 
 use crate::net::{TcpTransport, nonblocking};
 
-/// A TLS session over the I/O thread's socket, as the driver's [`Transport`].
+/// A TLS session over the connection's socket, as the driver's [`Transport`].
 #[derive(Debug)]
 pub(crate) struct TlsTransport {
     tcp: TcpTransport,
