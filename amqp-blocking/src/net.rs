@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 
 use crate::lock;
-use crate::reactor::Handle;
+use crate::reactor::{Handle, Readable};
 
 /// Bytes read at most per call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -24,14 +24,33 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct TcpTransport {
     pub(crate) stream: TcpStream,
     pub(crate) scratch: Box<[u8]>,
+    readable: Arc<Readable>,
 }
 
 impl TcpTransport {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, readable: Arc<Readable>) -> Self {
         TcpTransport {
             stream,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            readable,
         }
+    }
+
+    /// Reads from the socket with `op` unless it was found drained and the poller has not
+    /// reported it readable since (`Pending` without a system call); `WouldBlock` marks it
+    /// drained.
+    pub(crate) fn read_socket(
+        &mut self,
+        mut op: impl FnMut(&mut TcpStream, &mut [u8]) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        if !self.readable.get() {
+            return Poll::Pending;
+        }
+        let polled = nonblocking(|| op(&mut self.stream, &mut self.scratch));
+        if polled.is_pending() {
+            self.readable.set(false);
+        }
+        polled
     }
 }
 
@@ -52,9 +71,14 @@ impl Transport for TcpTransport {
         _cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        let polled = nonblocking(|| self.stream.read(&mut self.scratch));
+        let polled = self.read_socket(|stream, scratch| stream.read(scratch));
         if let Poll::Ready(Ok(n)) = polled {
             buf.extend_from_slice(&self.scratch[..n]);
+            // A read that did not fill the buffer emptied the socket (as tokio reasons for
+            // epoll and kqueue): data that comes later raises a new event.
+            if n > 0 && n < self.scratch.len() {
+                self.readable.set(false);
+            }
         }
         polled
     }
@@ -90,7 +114,7 @@ pub(crate) async fn dial(handle: Handle, host: String, port: u16) -> io::Result<
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
     for addr in addrs {
         match connect(&handle, addr).await {
-            Ok(stream) => return Ok(TcpTransport::new(stream)),
+            Ok(stream) => return Ok(TcpTransport::new(stream, handle.readable())),
             Err(e) => last = e,
         }
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,6 +29,26 @@ const EVENTS: usize = 16;
 pub(crate) struct Poller {
     poll: MioPoll,
     events: Events,
+    readable: Arc<Readable>,
+}
+
+/// Whether the socket may have something to read: set when the poller reports it readable
+/// (or closed), cleared by the transport when a read finds it drained. The socket is
+/// registered edge-triggered, so an event that arrives while nobody waits in the poller stays
+/// queued there: a read skipped because of this flag loses nothing, and saves the system call
+/// that would only have said `WouldBlock` (every turn of a thread that takes the loop starts
+/// with one otherwise).
+#[derive(Debug, Default)]
+pub(crate) struct Readable(AtomicBool);
+
+impl Readable {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self, readable: bool) {
+        self.0.store(readable, Ordering::Release);
+    }
 }
 
 impl Poller {
@@ -40,10 +60,12 @@ impl Poller {
         let handle = Handle {
             registry: Arc::new(registry),
             timers: Arc::default(),
+            readable: Arc::default(),
         };
         let poller = Poller {
             poll,
             events: Events::with_capacity(EVENTS),
+            readable: handle.readable.clone(),
         };
         Ok((poller, handle, waker))
     }
@@ -52,9 +74,16 @@ impl Poller {
     /// not, short of a bug) returns the error.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
         }
+        let socket_readable = self.events.iter().any(|e| {
+            e.token() == SOCKET && (e.is_readable() || e.is_read_closed() || e.is_error())
+        });
+        if socket_readable {
+            self.readable.set(true);
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +93,7 @@ impl Poller {
 pub(crate) struct Handle {
     registry: Arc<Registry>,
     timers: Arc<Timers>,
+    readable: Arc<Readable>,
 }
 
 impl Handle {
@@ -71,7 +101,14 @@ impl Handle {
     /// and write until `WouldBlock` before they return `Pending`).
     pub(crate) fn register(&self, source: &mut impl mio::event::Source) -> io::Result<()> {
         self.registry
-            .register(source, SOCKET, Interest::READABLE | Interest::WRITABLE)
+            .register(source, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        self.readable.set(true);
+        Ok(())
+    }
+
+    /// The read readiness of the socket registered last.
+    pub(crate) fn readable(&self) -> Arc<Readable> {
+        self.readable.clone()
     }
 
     /// The timer the driver and the connect sequence read the time from.

@@ -56,9 +56,9 @@ impl TlsTransport {
 
     /// Reads TLS records from the socket and processes them: `Ready(Ok(0))` at end of stream.
     fn receive(&mut self) -> Poll<io::Result<usize>> {
-        let stream = &mut self.tcp.stream;
         let session = &mut self.session;
-        let n = match std::task::ready!(nonblocking(|| session.read_tls(stream))) {
+        let n = match std::task::ready!(self.tcp.read_socket(|stream, _| session.read_tls(stream)))
+        {
             Ok(n) => n,
             Err(e) => return Poll::Ready(Err(e)),
         };
