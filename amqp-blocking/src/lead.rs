@@ -556,6 +556,105 @@ mod tests {
         assert!(lock(&event_loop.engine).driver.is_none());
     }
 
+    /// A stand-in for a driver serving many requests: each poll answers every request asked
+    /// so far.
+    #[derive(Default)]
+    struct Desk {
+        next: u64,
+        waiting: Vec<(u64, Waker)>,
+        answered: std::collections::HashSet<u64>,
+        driver: Option<Waker>,
+        over: bool,
+    }
+
+    fn desk_loop() -> (Arc<Loop>, Arc<Mutex<Desk>>) {
+        let (poller, handle, eventfd) = Poller::new().unwrap();
+        let event_loop = Loop::new(poller, handle, eventfd);
+        let desk = Arc::new(Mutex::new(Desk::default()));
+        let seen = desk.clone();
+        let mut driver: Option<DriverTask> = Some(Box::pin(poll_fn(move |cx| {
+            let mut d = lock(&seen);
+            d.driver = Some(cx.waker().clone());
+            if d.over {
+                return Poll::Ready(());
+            }
+            for (id, waker) in std::mem::take(&mut d.waiting) {
+                d.answered.insert(id);
+                waker.wake();
+            }
+            Poll::Pending
+        })));
+        event_loop
+            .connect(|_, slot| {
+                *slot = driver.take();
+                Some(())
+            })
+            .unwrap();
+        (event_loop, desk)
+    }
+
+    /// Asks once and waits for the answer.
+    async fn ask_desk(desk: &Mutex<Desk>) {
+        let mut id = None;
+        poll_fn(|cx| {
+            let mut d = lock(desk);
+            let id = *id.get_or_insert_with(|| {
+                d.next += 1;
+                d.next
+            });
+            if d.answered.remove(&id) {
+                return Poll::Ready(());
+            }
+            d.waiting.retain(|(asked, _)| *asked != id);
+            d.waiting.push((id, cx.waker().clone()));
+            if let Some(driver) = &d.driver {
+                driver.wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    #[test]
+    fn many_threads_waiting_on_one_loop_all_get_their_answers() {
+        const THREADS: usize = 4;
+        const EACH: usize = 2000;
+        let (event_loop, desk) = desk_loop();
+        let io_loop = event_loop.clone();
+        let io = thread::spawn(move || io_loop.run_io());
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..THREADS {
+            let (event_loop, desk, done) = (event_loop.clone(), desk.clone(), done.clone());
+            thread::spawn(move || {
+                for n in 0..EACH {
+                    // Mix plain and timed waits, and threads that wait without the loop.
+                    let l = (t != 0).then_some(&*event_loop);
+                    if n % 2 == 0 {
+                        park::block_on(ask_desk(&desk), l);
+                    } else {
+                        let answer =
+                            park::block_on_timeout(ask_desk(&desk), Duration::from_secs(60), l);
+                        assert!(answer.is_some());
+                    }
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..THREADS {
+            // A lost wake-up is a hang: bounded here.
+            finished.recv_timeout(Duration::from_secs(60)).unwrap();
+        }
+        assert_eq!(lock(&desk).next, (THREADS * EACH) as u64);
+        {
+            let mut d = lock(&desk);
+            d.over = true;
+            if let Some(driver) = &d.driver {
+                driver.wake_by_ref();
+            }
+        }
+        io.join().unwrap();
+    }
+
     /// A waker that sends on a channel.
     struct Notify(Mutex<std::sync::mpsc::Sender<()>>);
 
