@@ -236,7 +236,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
 pub use amqp_client::amqp_proto;
@@ -259,7 +259,7 @@ async fn dial_and_start(
         async move {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            Ok(TokioTransport(stream))
+            Ok(TokioTransport::new(stream))
         }
     };
     let spawn = |driver| {
@@ -270,7 +270,7 @@ async fn dial_and_start(
     {
         let handshake = |client: TlsClient, tcp: TokioTransport| async move {
             let stream = tokio_rustls::TlsConnector::from(client.config)
-                .connect(client.server_name, tcp.0)
+                .connect(client.server_name, tcp.stream)
                 .await?;
             let (_, session) = stream.get_ref();
             tracing::debug!(
@@ -321,7 +321,72 @@ impl Transport for TokioTlsTransport {
 /// A tokio TCP stream as the driver's [`Transport`]: readiness plus `try_read_buf` reads
 /// straight into the core's buffer, writes are vectored.
 #[derive(Debug)]
-struct TokioTransport(TcpStream);
+struct TokioTransport {
+    stream: TcpStream,
+    reread: Reread,
+}
+
+impl TokioTransport {
+    fn new(stream: TcpStream) -> Self {
+        TokioTransport {
+            stream,
+            reread: Reread::default(),
+        }
+    }
+}
+
+/// Whether a read that did not fill the buffer is followed by another read.
+///
+/// Such a short read drained the socket (edge-triggered epoll), so reading again right away
+/// usually costs a system call that returns EAGAIN. But while the broker streams (a consumer
+/// of a busy queue) that second read often finds bytes that arrived meanwhile, and taking
+/// them in the same batch saves a whole round of wake-ups, acks and writes, worth several
+/// system calls. So the transport reads again while at least one second read in
+/// [`Reread::WORTH`] has been finding bytes lately, and otherwise tries one now and then to
+/// notice when they would.
+#[derive(Debug, Default)]
+struct Reread {
+    /// The last read was short and readiness was kept: the next read is a second read.
+    pending: bool,
+    /// Recent second reads (halved now and then, with `hits`).
+    tries: u16,
+    /// How many of them found bytes.
+    hits: u16,
+    /// Short reads taken as draining since the last second read.
+    skipped: u8,
+}
+
+impl Reread {
+    /// Second reads are worth it while at least one in this many finds bytes.
+    const WORTH: u16 = 8;
+    /// While they are not, one short read in this many is still followed by one.
+    const PROBE_EVERY: u8 = 8;
+    /// The history is halved when this many second reads are in it.
+    const WINDOW: u16 = 64;
+
+    /// After a short read: whether to read again (else the read counts as draining).
+    fn again(&mut self) -> bool {
+        if self.hits * Self::WORTH >= self.tries {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= Self::PROBE_EVERY {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    /// What a second read found.
+    fn found(&mut self, bytes: bool) {
+        self.tries += 1;
+        self.hits += u16::from(bytes);
+        if self.tries >= Self::WINDOW {
+            self.tries /= 2;
+            self.hits /= 2;
+        }
+    }
+}
 
 impl Transport for TokioTransport {
     fn poll_read_buf(
@@ -330,10 +395,34 @@ impl Transport for TokioTransport {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
+            ready!(self.stream.poll_read_ready(cx))?;
+            let second = std::mem::take(&mut self.reread.pending);
+            let room = buf.capacity() - buf.len();
+            let (stream, reread) = (&self.stream, &mut self.reread);
+            let mut got = None;
+            // Answering WouldBlock to `try_io` after a short read clears the readiness it saw
+            // before the read (not a newer one), so the next read waits for the reactor.
+            let result = stream.try_io(Interest::READABLE, || {
+                let n = stream.try_read_buf(buf)?;
+                got = Some(n);
+                if n > 0 && n < room && !reread.again() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            if second {
+                reread.found(got.is_some_and(|n| n > 0));
+            }
+            match (result, got) {
+                (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Poll::Ready(Ok(n));
+                }
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (Ok(n), _) => {
+                    reread.pending = n > 0 && n < room;
+                    return Poll::Ready(Ok(n));
+                }
+                (result, _) => return Poll::Ready(result),
             }
         }
     }
@@ -343,15 +432,15 @@ impl Transport for TokioTransport {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -367,6 +456,52 @@ impl Timer for TokioTimer {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reread;
+
+    /// Short reads in a row, each followed by a second read when `again` says so, whose
+    /// outcome `hit` decides; returns how many second reads were made.
+    fn run(reread: &mut Reread, short_reads: usize, hit: impl Fn(usize) -> bool) -> usize {
+        let mut seconds = 0;
+        for _ in 0..short_reads {
+            if reread.again() {
+                reread.found(hit(seconds));
+                seconds += 1;
+            }
+        }
+        seconds
+    }
+
+    #[test]
+    fn a_fresh_connection_reads_again() {
+        assert!(Reread::default().again());
+    }
+
+    #[test]
+    fn empty_second_reads_give_way_to_a_probe_now_and_then() {
+        let mut reread = Reread::default();
+        run(&mut reread, 200, |_| false);
+        let seconds = run(&mut reread, 800, |_| false);
+        assert_eq!(seconds, 800 / usize::from(Reread::PROBE_EVERY));
+    }
+
+    #[test]
+    fn second_reads_go_on_while_one_in_four_finds_bytes() {
+        let mut reread = Reread::default();
+        assert_eq!(run(&mut reread, 1000, |n| n % 4 == 0), 1000);
+    }
+
+    #[test]
+    fn probes_that_find_bytes_bring_second_reads_back() {
+        let mut reread = Reread::default();
+        assert!(run(&mut reread, 200, |_| false) < 200);
+        // The broker starts streaming: every second read finds bytes again.
+        run(&mut reread, 200, |_| true);
+        assert_eq!(run(&mut reread, 100, |_| true), 100);
     }
 }
 
