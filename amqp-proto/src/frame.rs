@@ -85,9 +85,8 @@ pub(crate) fn write_frame(
     body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
 ) -> Result<(), CodecError> {
     let start = out.len();
-    out.put_u8(kind);
-    out.put_u16(channel);
-    out.put_u32(0);
+    // The size is patched in below, once the payload is written.
+    out.put_slice(&frame_head(kind, channel, 0));
     if let Err(e) = body(out) {
         out.truncate(start);
         return Err(e);
@@ -109,9 +108,15 @@ pub(crate) fn write_frame(
 
 /// Writes the 7-byte header of a body frame whose payload the caller supplies separately.
 pub(crate) fn write_body_frame_header(out: &mut BytesMut, channel: u16, len: u32) {
-    out.put_u8(FRAME_BODY);
-    out.put_u16(channel);
-    out.put_u32(len);
+    out.put_slice(&frame_head(FRAME_BODY, channel, len));
+}
+
+/// A frame header (type, channel, payload size) as one array, so that it is appended with one
+/// capacity check instead of three: encoding a small message is mostly such checks.
+fn frame_head(kind: u8, channel: u16, size: u32) -> [u8; 7] {
+    let [c0, c1] = channel.to_be_bytes();
+    let [s0, s1, s2, s3] = size.to_be_bytes();
+    [kind, c0, c1, s0, s1, s2, s3]
 }
 
 /// The most [`FrameDecoder::decode`] reserves ahead for a frame that has not fully arrived.

@@ -70,8 +70,9 @@ macro_rules! properties {
                 Ok(())
             }
 
-            pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
-                out.put_u16(self.flags());
+            /// Appends the properties that are present, in flag order; the flags word
+            /// itself is the caller's (see [`ContentHeader::encode_parts`]).
+            fn encode_fields(&self, out: &mut BytesMut) -> Result<(), CodecError> {
                 let mut w = Writer::new(out);
                 $(if let Some(v) = &self.$field { v.write(&mut w)?; })*
                 Ok(())
@@ -175,9 +176,12 @@ impl ContentHeader {
         properties: &BasicProperties,
         out: &mut BytesMut,
     ) -> Result<(), CodecError> {
-        out.put_u16(class_id);
-        out.put_u16(0);
-        out.put_u64(body_size);
-        properties.encode(out)
+        // Class, weight (always 0), body size and property flags: one fixed 14-byte run,
+        // appended at once rather than field by field.
+        let [c0, c1] = class_id.to_be_bytes();
+        let [s0, s1, s2, s3, s4, s5, s6, s7] = body_size.to_be_bytes();
+        let [f0, f1] = properties.flags().to_be_bytes();
+        out.put_slice(&[c0, c1, 0, 0, s0, s1, s2, s3, s4, s5, s6, s7, f0, f1]);
+        properties.encode_fields(out)
     }
 }

@@ -175,8 +175,8 @@ macro_rules! protocol {
             /// Appends the method frame payload: class id, method id and the fields.
             pub fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
                 let id = self.id();
-                out.put_u16(id.class_id);
-                out.put_u16(id.method_id);
+                // Class id then method id, big-endian: one append instead of two.
+                out.put_u32(u32::from(id.class_id) << 16 | u32::from(id.method_id));
                 let mut w = Writer::new(out);
                 match self {
                     $($(Method::$Method(m) => m.write_fields(&mut w),)*)*

@@ -248,6 +248,30 @@ impl From<Bytes> for SecretBytes {
     }
 }
 
+/// Appends a field value's tag and its fixed-size big-endian payload (at most 8 bytes) at once.
+fn put_tagged<const N: usize>(out: &mut BytesMut, tag: u8, payload: [u8; N]) {
+    const { assert!(N <= 8, "field value payloads are at most 8 bytes") };
+    let mut run = [tag; 9];
+    run[1..=N].copy_from_slice(&payload);
+    out.put_slice(&run[..=N]);
+}
+
+/// Appends a tag, a 32-bit length and the bytes (a long string or a byte array).
+fn put_tagged_bytes(
+    out: &mut BytesMut,
+    tag: u8,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<(), CodecError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| CodecError::TooLong {
+        what,
+        len: bytes.len(),
+    })?;
+    put_tagged(out, tag, len.to_be_bytes());
+    out.put_slice(bytes);
+    Ok(())
+}
+
 fn put_len(out: &mut BytesMut, len: usize, what: &'static str) -> Result<(), CodecError> {
     let len32 = u32::try_from(len).map_err(|_| CodecError::TooLong { what, len })?;
     out.put_u32(len32);
@@ -443,31 +467,36 @@ impl FieldValue {
     }
 
     fn encode(&self, out: &mut BytesMut, depth: usize) -> Result<(), CodecError> {
-        out.put_u8(self.tag());
+        let tag = self.tag();
+        // The tag and a fixed-size payload (or a length prefix) are appended together: one
+        // capacity check per value instead of two or three.
         match self {
-            FieldValue::Bool(v) => out.put_u8(u8::from(*v)),
-            FieldValue::I8(v) => out.put_i8(*v),
-            FieldValue::U8(v) => out.put_u8(*v),
-            FieldValue::I16(v) => out.put_i16(*v),
-            FieldValue::U16(v) => out.put_u16(*v),
-            FieldValue::I32(v) => out.put_i32(*v),
-            FieldValue::U32(v) => out.put_u32(*v),
-            FieldValue::I64(v) | FieldValue::I64L(v) => out.put_i64(*v),
-            FieldValue::F32(v) => out.put_f32(*v),
-            FieldValue::F64(v) => out.put_f64(*v),
+            FieldValue::Bool(v) => put_tagged(out, tag, [u8::from(*v)]),
+            FieldValue::I8(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::U8(v) => put_tagged(out, tag, [*v]),
+            FieldValue::I16(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::U16(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::I32(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::U32(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::I64(v) | FieldValue::I64L(v) => put_tagged(out, tag, v.to_be_bytes()),
+            FieldValue::F32(v) => put_tagged(out, tag, v.to_bits().to_be_bytes()),
+            FieldValue::F64(v) => put_tagged(out, tag, v.to_bits().to_be_bytes()),
             FieldValue::Decimal(d) => {
-                out.put_u8(d.scale);
-                out.put_i32(d.value);
+                let [v0, v1, v2, v3] = d.value.to_be_bytes();
+                out.put_slice(&[tag, d.scale, v0, v1, v2, v3]);
             }
-            FieldValue::LongString(s) => s.encode(out)?,
-            FieldValue::ByteArray(b) => {
-                put_len(out, b.len(), "byte array")?;
-                out.put_slice(b);
+            FieldValue::LongString(s) => put_tagged_bytes(out, tag, &s.0, "long string")?,
+            FieldValue::ByteArray(b) => put_tagged_bytes(out, tag, b, "byte array")?,
+            FieldValue::Timestamp(t) => put_tagged(out, tag, t.to_be_bytes()),
+            FieldValue::Table(t) => {
+                out.put_u8(tag);
+                t.encode_at(out, depth + 1)?
             }
-            FieldValue::Timestamp(t) => out.put_u64(*t),
-            FieldValue::Table(t) => t.encode_at(out, depth + 1)?,
-            FieldValue::Array(a) => a.encode_at(out, depth + 1)?,
-            FieldValue::Void => {}
+            FieldValue::Array(a) => {
+                out.put_u8(tag);
+                a.encode_at(out, depth + 1)?
+            }
+            FieldValue::Void => out.put_u8(tag),
         }
         Ok(())
     }

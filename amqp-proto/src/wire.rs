@@ -141,18 +141,20 @@ impl<'a> Writer<'a> {
     }
 
     pub(crate) fn bit(&mut self, value: bool) {
-        let (idx, used) = match self.bits {
-            Some((idx, used)) if used < 8 => (idx, used),
-            _ => {
-                self.buf.put_u8(0);
-                (self.buf.len() - 1, 0)
+        match self.bits {
+            Some((idx, used)) if used < 8 => {
+                if value {
+                    if let Some(b) = self.buf.get_mut(idx) {
+                        *b |= 1 << used;
+                    }
+                }
+                self.bits = Some((idx, used + 1));
             }
-        };
-        if value {
-            if let Some(b) = self.buf.get_mut(idx) {
-                *b |= 1 << used;
+            _ => {
+                // The first bit of a new octet is its low bit: the octet is written as is.
+                self.buf.put_u8(u8::from(value));
+                self.bits = Some((self.buf.len() - 1, 1));
             }
         }
-        self.bits = Some((idx, used + 1));
     }
 }
