@@ -204,10 +204,13 @@ impl Transport for LoopTransport {
             if ready.get() & READABLE == 0 {
                 return Poll::Pending;
             }
+            // At most the spare capacity: the driver sizes it to what the next bytes are for (a
+            // body's payload must not run into the next frame).
+            let want = (buf.capacity() - buf.len()).clamp(1, this.scratch.len());
             loop {
-                match (&this.stream).read(&mut this.scratch) {
+                match (&this.stream).read(&mut this.scratch[..want]) {
                     Ok(n) => {
-                        if n < this.scratch.len() {
+                        if n < want {
                             // Edge-triggered: a short read drained the socket; the next
                             // arrival raises a new event.
                             ready.set(ready.get() & !READABLE);

@@ -71,12 +71,15 @@ impl Transport for TcpTransport {
         _cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        let polled = self.read_socket(|stream, scratch| stream.read(scratch));
+        // At most the spare capacity: the driver sizes it to what the next bytes are for (a
+        // body's payload must not run into the next frame).
+        let want = (buf.capacity() - buf.len()).clamp(1, self.scratch.len());
+        let polled = self.read_socket(|stream, scratch| stream.read(&mut scratch[..want]));
         if let Poll::Ready(Ok(n)) = polled {
             buf.extend_from_slice(&self.scratch[..n]);
-            // A read that did not fill the buffer emptied the socket (as tokio reasons for
+            // A read that got less than it asked for emptied the socket (as tokio reasons for
             // epoll and kqueue): data that comes later raises a new event.
-            if n > 0 && n < self.scratch.len() {
+            if n > 0 && n < want {
                 self.readable.set(false);
             }
         }

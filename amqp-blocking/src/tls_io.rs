@@ -95,7 +95,10 @@ impl Transport for TlsTransport {
         let mut eof = false;
         loop {
             let scratch = &mut self.tcp.scratch;
-            match self.session.reader().read(scratch) {
+            // At most the spare capacity: the driver sizes it to what the next bytes are for (a
+            // body's payload must not run into the next frame).
+            let want = (buf.capacity() - buf.len()).clamp(1, scratch.len());
+            match self.session.reader().read(&mut scratch[..want]) {
                 Ok(n) => {
                     buf.extend_from_slice(&scratch[..n]);
                     return Poll::Ready(Ok(n));

@@ -53,6 +53,11 @@ pub struct Driver<T, R> {
     timer: Arc<R>,
     /// The core's read buffer, lent out while a read is pending.
     rbuf: BytesMut,
+    /// The buffer a body is joined in, lent by the core for the next read (see
+    /// [`amqp_proto::Connection::take_body_buffer`]); kept across polls until bytes come.
+    body: Option<BytesMut>,
+    /// The most bytes the next read into `rbuf` should take, from the core.
+    read_limit: Option<usize>,
     /// Chunks taken from the core, being written.
     out: VecDeque<Bytes>,
     /// Bytes in `out`.
@@ -99,6 +104,8 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             io,
             timer,
             rbuf: BytesMut::new(),
+            body: None,
+            read_limit: None,
             out: VecDeque::new(),
             out_bytes: 0,
             writes: 0,
@@ -149,6 +156,8 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             self.read_done = true;
             self.write_failed = false;
             self.rbuf.clear();
+            self.body = None;
+            self.read_limit = None;
         }
         if lock(&self.shared).core.is_closed() {
             // Closed while dialling: stop, and let the normal step finish the driver.
@@ -192,35 +201,68 @@ impl<T: Transport, R: Timer> Driver<T, R> {
         s.dispatch();
     }
 
+    /// One read, where the core wants it: into the body it lent, or into the read buffer.
     fn read(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
-            self.rbuf.reserve(READ_RESERVE);
-        }
-        let result = match self.io.poll_read_buf(cx, &mut self.rbuf) {
-            Poll::Pending => return false,
-            Poll::Ready(result) => result,
+        let (result, lent) = if let Some(mut body) = self.body.take() {
+            // Its spare capacity is the payload still to come: the read cannot take more.
+            match self.io.poll_read_buf(cx, &mut body) {
+                Poll::Pending => {
+                    self.body = Some(body);
+                    return false;
+                }
+                Poll::Ready(result) => (result, Some(body)),
+            }
+        } else {
+            if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
+                self.rbuf.reserve(READ_RESERVE);
+            }
+            // The core's limit caps the spare capacity the transport sees; the rest is joined
+            // back after the read (at no cost when the read filled what it was given).
+            let rest = self
+                .read_limit
+                .map(|limit| self.rbuf.len() + limit)
+                .filter(|&end| end < self.rbuf.capacity())
+                .map(|end| self.rbuf.split_off(end));
+            let polled = self.io.poll_read_buf(cx, &mut self.rbuf);
+            if let Some(rest) = rest {
+                self.rbuf.unsplit(rest);
+            }
+            match polled {
+                Poll::Pending => return false,
+                Poll::Ready(result) => (result, None),
+            }
         };
-        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
-            return true;
-        }
         let mut s = lock(&self.shared);
-        s.counters.reads += 1;
         let now = self.timer.now();
-        // Hand the buffer back to the core, which decodes in place (bodies stay slices of it).
-        // The core decodes in place: received bodies stay slices of this buffer.
+        match lent {
+            // Given back whatever the read did, so that the core never waits for it.
+            Some(body) => s.core.process_body(body, &mut self.rbuf, now),
+            None => {
+                if let Ok(n @ 1..) = &result {
+                    tracing::trace!(bytes = n, "amqp: read");
+                    // The core decodes in place: received bodies stay slices of this buffer.
+                    s.core.process_input(&mut self.rbuf, now);
+                }
+            }
+        }
         match result {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(0) => {
+                s.counters.reads += 1;
                 self.read_done = true;
                 s.core.handle_eof(now);
             }
-            Ok(n) => {
-                tracing::trace!(bytes = n, "amqp: read");
-                s.core.process_input(&mut self.rbuf, now);
-            }
+            Ok(_) => s.counters.reads += 1,
             Err(e) => {
+                s.counters.reads += 1;
                 self.read_done = true;
                 s.core.handle_transport_error(e.kind(), e.to_string(), now);
             }
+        }
+        if !self.read_done {
+            // Where the next read goes, decided now that the lock is held anyway.
+            self.body = s.core.take_body_buffer(&mut self.rbuf);
+            self.read_limit = s.core.input_read_limit();
         }
         s.dispatch();
         true

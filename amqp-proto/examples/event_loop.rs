@@ -82,19 +82,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .poll_timeout()
             .map(|t| t.saturating_duration_since(Instant::now()));
         poll.poll(&mut events, timeout.or(Some(Duration::from_secs(1))))?;
-        // 3. Read everything available into our buffer; the core decodes it in place
-        //    (received bodies are slices of it, not copies).
+        // 3. Read everything available, each read where the core says: the payload of a
+        //    large body straight into the buffer it is joined in (lent by the core), the
+        //    rest into our buffer, which the core decodes in place (received bodies are
+        //    slices of it, not copies).
         loop {
-            let start = rbuf.len();
-            rbuf.resize(start + 64 * 1024, 0);
-            let read = socket.read(&mut rbuf[start..]);
-            rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+            let read = match conn.take_body_buffer(&mut rbuf) {
+                Some(mut body) => {
+                    let room = body.capacity() - body.len();
+                    let read = read_into(&mut socket, &mut body, room);
+                    // Given back whatever the read did.
+                    conn.process_body(body, &mut rbuf, Instant::now());
+                    read.map(|n| (n, false))
+                }
+                None => {
+                    let limit = conn.input_read_limit().unwrap_or(64 * 1024);
+                    read_into(&mut socket, &mut rbuf, limit).map(|n| (n, true))
+                }
+            };
             match read {
-                Ok(0) => {
+                Ok((0, _)) => {
                     conn.handle_eof(Instant::now());
                     break;
                 }
-                Ok(_) => conn.process_input(&mut rbuf, Instant::now()),
+                Ok((_, true)) => conn.process_input(&mut rbuf, Instant::now()),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     conn.handle_transport_error(e.kind(), e.to_string(), Instant::now());
@@ -256,4 +268,13 @@ fn write_out(
             }
         }
     }
+}
+
+/// Reads at most `max` bytes from `socket`, appended to `buf`.
+fn read_into(socket: &mut TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let read = socket.read(&mut buf[start..]);
+    buf.truncate(start + *read.as_ref().unwrap_or(&0));
+    read
 }

@@ -193,6 +193,23 @@ impl FrameDecoder {
         self.pending = Bytes::new();
     }
 
+    /// The channel and payload size of the body frame `buf` starts with, when that frame has
+    /// not all arrived and no frames taken off earlier wait to be decoded: its payload may then
+    /// go somewhere else than `buf` (see [`Connection::take_body_buffer`]). The header passes
+    /// the same checks as in [`Self::decode`].
+    ///
+    /// [`Connection::take_body_buffer`]: crate::Connection::take_body_buffer
+    pub(crate) fn partial_body(&self, buf: &[u8]) -> Option<(u16, usize)> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        let head = self.head(buf.get(..7)?).ok()?;
+        if head.kind != FRAME_BODY || buf.len() >= head.total {
+            return None;
+        }
+        Some((head.channel, usize::try_from(head.size).ok()?))
+    }
+
     /// Takes one whole frame off the front of `buf`, or returns `Ok(None)` if it has not all
     /// arrived. Body payloads are slices of `buf`'s allocation.
     ///

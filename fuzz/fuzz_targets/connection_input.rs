@@ -7,7 +7,8 @@
 //! and finally the stream ends.
 //!
 //! Input layout: `[selector, piece, tick, bytes...]`. The selector picks frame_max, heartbeat,
-//! max_body_size and the input API; `piece` sizes the reads (but an input is cut into at most
+//! max_body_size and the input API (`handle_input`, `process_input`, or `process_input` with
+//! large body payloads read straight into the buffer `take_body_buffer` lends); `piece` sizes the reads (but an input is cut into at most
 //! 128 reads); `tick` is how far (in 10 ms steps) time moves between reads.
 //!
 //! Checks: no panic; per read, the output queued and the events emitted stay within a bound
@@ -41,13 +42,32 @@ struct Harness {
     books: Books,
     /// Feed through a read buffer owned here (`process_input`) rather than `handle_input`.
     use_read_buf: bool,
+    /// With `use_read_buf`: each read goes where the core says (`take_body_buffer`).
+    body_read: bool,
     rbuf: BytesMut,
     frame_max: u32,
 }
 
 impl Harness {
-    fn feed(&mut self, bytes: &[u8]) {
-        if self.use_read_buf {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        if self.body_read {
+            while !bytes.is_empty() {
+                if let Some(mut body) = self.conn.take_body_buffer(&mut self.rbuf) {
+                    let room = body.capacity() - body.len();
+                    assert!(room > 0, "a body buffer lent without room");
+                    let n = room.min(bytes.len());
+                    body.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    self.conn.process_body(body, &mut self.rbuf, self.now);
+                } else {
+                    let limit = self.conn.input_read_limit().unwrap_or(usize::MAX);
+                    let n = limit.min(bytes.len());
+                    self.rbuf.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    self.conn.process_input(&mut self.rbuf, self.now);
+                }
+            }
+        } else if self.use_read_buf {
             self.rbuf.extend_from_slice(bytes);
             self.conn.process_input(&mut self.rbuf, self.now);
         } else {
@@ -139,6 +159,7 @@ fn setup(selector: u8) -> Harness {
         now,
         books: Books::default(),
         use_read_buf: selector & 16 != 0,
+        body_read: selector & 48 == 48,
         rbuf: BytesMut::new(),
         frame_max,
     };

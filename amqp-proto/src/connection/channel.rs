@@ -29,7 +29,7 @@ pub(super) enum ContentMethod {
 }
 
 /// Most bytes reserved at once for joining a multi-frame body (see [`Body::push`]).
-const JOIN_PREALLOC_MAX: usize = 1 << 20;
+pub(super) const JOIN_PREALLOC_MAX: usize = 1 << 20;
 
 /// Size of the slabs that joined bodies are carved from.
 const JOIN_SLAB: usize = 1 << 20;
@@ -89,6 +89,17 @@ impl JoinSlabs {
     }
 }
 
+/// A buffer to join a body of `size` bytes in.
+fn carve_join(size: u64, slabs: &mut JoinSlabs) -> BytesMut {
+    // The declared size is the peer's word, not bytes that arrived: reserving all of it up
+    // front would let two tiny frames claim max_body_size of memory. Reserve at most
+    // JOIN_PREALLOC_MAX and let the buffer grow as bytes come.
+    let want = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .min(JOIN_PREALLOC_MAX);
+    slabs.carve(want)
+}
+
 /// Body frames collected so far. One frame stays a zero-copy slice; several are joined.
 #[derive(Debug, Default)]
 pub(super) enum Body {
@@ -123,13 +134,7 @@ impl Body {
         *self = match std::mem::take(self) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
-                // The declared size is the peer's word, not bytes that arrived: reserving all
-                // of it up front would let two tiny frames claim max_body_size of memory.
-                // Reserve at most JOIN_PREALLOC_MAX and let the buffer grow as bytes come.
-                let want = usize::try_from(size)
-                    .unwrap_or(usize::MAX)
-                    .min(JOIN_PREALLOC_MAX);
-                let mut joined = slabs.carve(want);
+                let mut joined = carve_join(size, slabs);
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)
@@ -139,6 +144,21 @@ impl Body {
                 Body::Many(joined)
             }
         };
+    }
+
+    /// Takes the buffer the body is joined in, the frames so far copied in, leaving the body
+    /// empty until it is given back: a body frame's payload is read straight into it (see
+    /// `Connection::take_body_buffer`). `size` as for [`Body::push`].
+    pub(super) fn take_joined(&mut self, size: u64, slabs: &mut JoinSlabs) -> BytesMut {
+        match std::mem::take(self) {
+            Body::Empty => carve_join(size, slabs),
+            Body::One(first) => {
+                let mut joined = carve_join(size, slabs);
+                joined.extend_from_slice(&first);
+                joined
+            }
+            Body::Many(joined) => joined,
+        }
     }
 
     fn into_bytes(self) -> Bytes {

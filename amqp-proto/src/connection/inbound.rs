@@ -5,9 +5,9 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::channel::{Channel, Confirms, ContentMethod, Incoming, JoinSlabs, OpenChannel};
+use super::channel::{Body, Channel, Confirms, ContentMethod, Incoming, JoinSlabs, OpenChannel};
 use super::error::{CloseReason, Error, Initiator};
 use super::event::{
     ChannelId, Confirmation, ConsumerEnd, Delivery, DeliveryTag, Event, GetMessage, Reply,
@@ -462,6 +462,22 @@ impl OpenChannel {
             self.complete_content(cx);
         }
         Ok(())
+    }
+
+    /// A body frame whose payload was read straight into `joined`, the body's buffer taken
+    /// with `Body::take_joined` when the frame started (which checked that the frame fits the
+    /// declared size, as [`Self::on_body`] does).
+    pub(super) fn on_body_read(&mut self, joined: BytesMut, cx: &mut ChannelContext<'_>) {
+        let Some(incoming) = self.incoming.as_mut() else {
+            return;
+        };
+        let Some((size, _)) = incoming.header else {
+            return;
+        };
+        incoming.body = Body::Many(joined);
+        if incoming.body.len() as u64 == size {
+            self.complete_content(cx);
+        }
     }
 
     fn complete_content(&mut self, cx: &mut ChannelContext<'_>) {

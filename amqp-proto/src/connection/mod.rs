@@ -24,6 +24,7 @@ macro_rules! split {
     }};
 }
 
+mod body_read;
 mod channel;
 mod commands;
 mod config;
@@ -169,7 +170,9 @@ fn short(s: &str) -> Result<ShortString, Error> {
 /// four kinds:
 ///
 /// - **input**: [`process_input`](Self::process_input) (bytes the caller read, in a buffer
-///   the caller owns; [`handle_input`](Self::handle_input) copies a slice in),
+///   the caller owns; [`handle_input`](Self::handle_input) copies a slice in), optionally
+///   with [`take_body_buffer`](Self::take_body_buffer) and
+///   [`process_body`](Self::process_body) (large bodies read straight into their buffer),
 ///   [`handle_eof`](Self::handle_eof), [`handle_transport_error`](Self::handle_transport_error)
 ///   and [`handle_timeout`](Self::handle_timeout);
 /// - **commands**: [`open_channel`](Self::open_channel), [`queue_declare`](Self::queue_declare),
@@ -181,6 +184,11 @@ fn short(s: &str) -> Result<ShortString, Error> {
 ///   [`poll_timeout`](Self::poll_timeout) (when to call `handle_timeout` next);
 /// - **queries**: [`state`](Self::state), [`tuning`](Self::tuning),
 ///   [`topology`](Self::topology), …
+///
+/// A read goes where the core says: before each read, `take_body_buffer(&mut input)`; if it
+/// lends a buffer, read into its spare capacity and give it back with `process_body`, else
+/// read into `input` (at most [`input_read_limit`](Self::input_read_limit) bytes, a hint)
+/// and call `process_input`. Without those calls every byte goes through `process_input`.
 ///
 /// After any input or command, the loop
 /// 1. writes out everything `poll_transmit` returns,
@@ -217,6 +225,11 @@ pub struct Connection {
     read_buf: BytesMut,
     /// Input-buffer length after the last decode, to tell whether new bytes arrived.
     read_seen: usize,
+    /// The body frame whose payload is being read straight into its body, if any.
+    body_read: Option<body_read::BodyRead>,
+    /// Whether a large body of several frames was arriving when the start of a body frame
+    /// was last looked for (see [`Connection::input_read_limit`]).
+    reading_bodies: bool,
     transmit: Transmit,
     events: VecDeque<Event>,
     channels: ChannelTable,
@@ -263,6 +276,8 @@ impl Connection {
             decoder: FrameDecoder::default(),
             read_buf: BytesMut::new(),
             read_seen: 0,
+            body_read: None,
+            reading_bodies: false,
             transmit,
             events: VecDeque::new(),
             channels: ChannelTable::default(),
@@ -400,6 +415,10 @@ impl Connection {
                     .into(),
             }));
         }
+        if !self.continue_body_read(buf, now) {
+            self.read_seen = buf.len();
+            return;
+        }
         loop {
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
@@ -440,7 +459,7 @@ impl Connection {
                     .into(),
             ),
             _ => Error::UnexpectedEof {
-                mid_frame: self.read_seen != 0,
+                mid_frame: self.read_seen != 0 || self.body_read.is_some(),
             },
         };
         self.lost(error, now);
@@ -766,6 +785,7 @@ impl Connection {
         }
         self.conn_pending = rest;
         self.fail_everything(&failure);
+        self.body_read = None;
         // A block ends with the connection; the peer was last heard from at `last_recv`.
         self.counters.unblocked(self.last_recv);
         self.lifecycle = Lifecycle::Closed { error: failure };

@@ -82,6 +82,7 @@ impl Connection {
         self.decoder = FrameDecoder::default();
         self.read_buf.clear();
         self.read_seen = 0;
+        self.body_read = None;
         self.tuning = super::Tuning {
             channel_max: self.config.channel_max,
             frame_max: crate::frame::PRE_TUNE_FRAME_MAX,
