@@ -104,7 +104,7 @@ pub struct PerfArgs {
     /// Publish with the mandatory flag (unroutable messages come back as returns).
     #[arg(long)]
     pub mandatory: bool,
-    /// Queue name (default: `amqp-perf-<pid>`, deleted at the end).
+    /// Queue name (default: `amqp-perf-<pid>-<start time>`, deleted at the end).
     #[arg(short = 'u', long)]
     pub queue: Option<String>,
     /// Exchange to publish to (declared as direct if not the default exchange).
@@ -189,7 +189,7 @@ pub fn run(args: PerfArgs) -> Result<Summary, CliError> {
     let queue = args
         .queue
         .clone()
-        .unwrap_or_else(|| format!("amqp-perf-{}", std::process::id()));
+        .unwrap_or_else(default_queue_name);
     let routing_key = args.routing_key.clone().unwrap_or_else(|| queue.clone());
     let mut properties = BasicProperties::default();
     if args.persistent {
@@ -250,6 +250,19 @@ fn install_ctrl_c(stats: &Arc<Stats>) {
             stats.abort.store(true, Relaxed);
         }
     });
+}
+
+/// A queue name no other run uses: the process id alone is not enough, because a run that was
+/// killed leaves its queue (and messages) behind, and a later process may get the same id.
+fn default_queue_name() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "amqp-perf-{}-{:x}",
+        std::process::id(),
+        since_epoch.as_nanos() & 0xffff_ffff_ffff
+    )
 }
 
 /// The declare of the run's queue: durable when messages are persistent or the queue is a
