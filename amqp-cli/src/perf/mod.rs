@@ -186,10 +186,7 @@ pub fn run(args: PerfArgs) -> Result<Summary, CliError> {
         None => args.uris.clone(),
     };
     let owns_queue = args.queue.is_none();
-    let queue = args
-        .queue
-        .clone()
-        .unwrap_or_else(default_queue_name);
+    let queue = args.queue.clone().unwrap_or_else(default_queue_name);
     let routing_key = args.routing_key.clone().unwrap_or_else(|| queue.clone());
     let mut properties = BasicProperties::default();
     if args.persistent {
