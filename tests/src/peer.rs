@@ -674,3 +674,28 @@ impl Pair {
         ShortString::try_from(text).expect("short string")
     }
 }
+
+/// The pieces of a stream of phases (e.g. what a peer sends before each of the client's
+/// replies) cut at `cuts`: positions in the whole stream, in any order, duplicates and
+/// out-of-range values allowed. A phase's end is always a cut, so no piece spans two phases.
+/// Feeding the pieces one read each checks that a client handles every split of its input.
+pub fn cut_phases<'a>(phases: &'a [Vec<u8>], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    for phase in phases {
+        let mut inner: Vec<usize> = cuts
+            .iter()
+            .filter(|&&c| c > offset && c < offset + phase.len())
+            .map(|&c| c - offset)
+            .collect();
+        inner.sort_unstable();
+        inner.dedup();
+        let mut start = 0;
+        for end in inner.into_iter().chain([phase.len()]) {
+            pieces.push(&phase[start..end]);
+            start = end;
+        }
+        offset += phase.len();
+    }
+    pieces
+}

@@ -3,7 +3,7 @@
 //! whole through `handle_input`; the payload really lands in the lent buffer; and the errors
 //! (a body too large, a bad frame-end octet, the stream ending inside a frame) are the same.
 
-use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
+use amqp_conformance::peer::{ScriptedPeer, cut_phases, rabbitmq_start};
 use amqp_proto::{
     BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicGetOptions,
     BasicProperties, ChannelOpenOk, Connection, ConnectionConfig, ConnectionOpenOk, ConnectionTune,
@@ -220,21 +220,8 @@ fn config() -> ConnectionConfig {
 /// Feeds the phases cut at `cuts` (positions in the whole stream; phase ends always cut).
 fn run(phases: &[Vec<u8>], cuts: &[usize], feed: Feed, config: ConnectionConfig) -> Run {
     let mut r = Run::new(config, feed, reference_now());
-    let mut offset = 0;
-    for phase in phases {
-        let mut inner: Vec<usize> = cuts
-            .iter()
-            .filter(|&&c| c > offset && c < offset + phase.len())
-            .map(|&c| c - offset)
-            .collect();
-        inner.sort_unstable();
-        inner.dedup();
-        let mut start = 0;
-        for end in inner.into_iter().chain([phase.len()]) {
-            r.feed(&phase[start..end]);
-            start = end;
-        }
-        offset += phase.len();
+    for piece in cut_phases(phases, cuts) {
+        r.feed(piece);
     }
     r
 }

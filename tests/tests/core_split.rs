@@ -6,7 +6,7 @@
 //! real broker, which never answers a request before it was made. Cuts fall anywhere inside a
 //! phase; phase boundaries are always cuts.
 
-use amqp_conformance::peer::{ScriptedPeer, rabbitmq_start};
+use amqp_conformance::peer::{ScriptedPeer, cut_phases, rabbitmq_start};
 use amqp_proto::{
     BasicAck, BasicConsumeOk, BasicConsumeOptions, BasicDeliver, BasicGetOk, BasicGetOptions,
     BasicNack, BasicProperties, BasicPublishOptions, BasicReturn, ChannelFlow, ChannelOpenOk,
@@ -263,21 +263,8 @@ impl Run {
 fn run(phases: &[Vec<u8>], cuts: &[usize], use_read_buf: bool, now: Instant) -> Run {
     let mut r = Run::new(now, use_read_buf);
     r.react();
-    let mut offset = 0;
-    for phase in phases {
-        let mut inner: Vec<usize> = cuts
-            .iter()
-            .filter(|&&c| c > offset && c < offset + phase.len())
-            .map(|&c| c - offset)
-            .collect();
-        inner.sort_unstable();
-        inner.dedup();
-        let mut start = 0;
-        for end in inner.into_iter().chain([phase.len()]) {
-            r.feed(&phase[start..end]);
-            start = end;
-        }
-        offset += phase.len();
+    for piece in cut_phases(phases, cuts) {
+        r.feed(piece);
     }
     r
 }
