@@ -278,6 +278,12 @@ fn child_main(o: &Opts, (client, scenario, size): (ClientKind, Scenario, usize))
             .as_deref()
             .context("the floor needs --fake-addr")?;
         floor::run(scenario, &params, addr)?
+    } else if client == ClientKind::AmqpAsyncStd {
+        // As its users run it: on async-std's executor (whose 2 threads, one
+        // per CPU, also poll async-io's reactor), spawned like the others.
+        async_std::task::block_on(async_std::task::spawn(async move {
+            client.run(scenario, &params).await
+        }))?
     } else {
         let rt = runtime()?;
         // Spawned (not block_on'd) so that the whole scenario, like the client

@@ -6,12 +6,18 @@
 //! connection's driver runs:
 //! * `amqp-tokio`: TCP via tokio, the driver is a `tokio::spawn`ed task on the
 //!   harness' 2-worker runtime (like amqprs' reader/writer tasks).
-//! * `amqp-async-std`: TCP via async-io, the driver runs on its own `amqp-io`
-//!   thread (`async_io::block_on`), like lapin's I/O thread. The scenario
-//!   itself still runs on the harness' tokio runtime: the handles are
-//!   runtime-agnostic futures.
+//! * `amqp-async-std`: TCP via async-io, run as its users run it: the child
+//!   runs the scenario on async-std's executor (`async_std::task::block_on`
+//!   of a `spawn`ed task, see `main.rs`), not on tokio's, and the e2e
+//!   consumer task is an `async_std::task::spawn`. The executor's threads
+//!   (async-global-executor: one per CPU, 2 here, as many as the tokio
+//!   workers the other clients get) poll async-io's reactor themselves. The
+//!   driver runs where `amqp_async_std::connect` puts it; with
+//!   `BENCH_ASYNC_STD_DRIVER=task` the bench uses `connect_with_spawner` with
+//!   `async_std::task::spawn` instead (the A/B of the driver's placement).
 //!
-//! So the scenario code is shared; `Dial` picks the adapter.
+//! So the scenario code is shared (same work, same counts); `Dial` picks the
+//! adapter and the executor's spawn and sleep.
 //!
 //! Idiomatic use, as in `amqp-tokio/examples/demo.rs`:
 //! * the body is a `bytes::Bytes` made once; each publish clones it (a
@@ -41,9 +47,17 @@ use futures_util::StreamExt;
 
 use crate::harness::{Client, Params, QUEUE_EXPIRES_MS, Timer};
 
-/// How an adapter connects.
+/// How an adapter connects, and the executor its users run it on.
 pub trait Dial: Send + Sync + 'static {
     fn connect(uri: String) -> impl Future<Output = Result<Connection>> + Send;
+
+    /// Spawns a task on the adapter's executor; the future joins it.
+    fn spawn<T: Send + 'static>(
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send;
+
+    /// Sleeps on the adapter's executor's timer.
+    fn sleep(d: Duration) -> impl Future<Output = ()> + Send;
 }
 
 pub struct TokioDial;
@@ -53,16 +67,40 @@ impl Dial for TokioDial {
             .await
             .context("amqp-tokio connect")
     }
+
+    async fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        tokio::spawn(task).await.context("task panicked")
+    }
+
+    async fn sleep(d: Duration) {
+        tokio::time::sleep(d).await
+    }
 }
 
 pub struct AsyncStdDial;
 impl Dial for AsyncStdDial {
     async fn connect(uri: String) -> Result<Connection> {
         // Each adapter's `Connection` wraps amqp-client's, which both share.
-        amqp_async_std::connect(&uri)
+        let conn = if std::env::var_os("BENCH_ASYNC_STD_DRIVER").is_some_and(|v| v == "task") {
+            amqp_async_std::connect_with_spawner(&uri, |driver| {
+                async_std::task::spawn(driver); // detached: dropping the handle does not cancel
+                Ok(())
+            })
             .await
-            .map(|c| Connection::from(c.into_inner()))
+        } else {
+            amqp_async_std::connect(&uri).await
+        };
+        conn.map(|c| Connection::from(c.into_inner()))
             .context("amqp-async-std connect")
+    }
+
+    async fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        // async-std's join handle re-raises a task's panic instead of returning it.
+        Ok(async_std::task::spawn(task).await)
+    }
+
+    async fn sleep(d: Duration) {
+        async_std::task::sleep(d).await
     }
 }
 
@@ -130,14 +168,14 @@ async fn message_count(ch: &Channel, p: &Params) -> Result<u64> {
 }
 
 /// queue.declare(passive) until the queue holds `n` messages.
-async fn wait_for_count(ch: &Channel, p: &Params, n: u64) -> Result<()> {
+async fn wait_for_count<D: Dial>(ch: &Channel, p: &Params, n: u64) -> Result<()> {
     loop {
         let c = message_count(ch, p).await?;
         if c >= n {
             ensure!(c == n, "queue has {c} messages, expected {n}");
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        D::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -201,7 +239,7 @@ impl<D: Dial> Client for Ours<D> {
         let io = conn.io_counters();
         t.start();
         publish_n(&ch, p).await?;
-        wait_for_count(&ch, p, p.count).await?;
+        wait_for_count::<D>(&ch, p, p.count).await?;
         t.stop();
         report_io("publish", &[(&conn, io)], p.count);
 
@@ -241,7 +279,7 @@ impl<D: Dial> Client for Ours<D> {
         declare(&ch, p).await?;
         // Prefill (untimed).
         publish_n(&ch, p).await?;
-        wait_for_count(&ch, p, p.count).await?;
+        wait_for_count::<D>(&ch, p, p.count).await?;
         ch.basic_qos(p.prefetch, BasicQosOptions::default()).await?;
 
         let io = conn.io_counters();
@@ -281,7 +319,7 @@ impl<D: Dial> Client for Ours<D> {
 
         let count = p.count;
         let size = p.payload.len();
-        let consumer_task = tokio::spawn(async move {
+        let consumer_task = D::spawn(async move {
             consume_n(&mut consumer, count, size).await?;
             anyhow::Ok(consumer)
         });
@@ -289,7 +327,7 @@ impl<D: Dial> Client for Ours<D> {
         let io = [(&pub_conn, pub_conn.io_counters()), (&cons_conn, cons_conn.io_counters())];
         t.start();
         publish_n(&pub_ch, p).await?;
-        let consumer = consumer_task.await.context("consumer task panicked")??;
+        let consumer = consumer_task.await??;
         t.stop();
         report_io("e2e", &io, p.count);
 
