@@ -65,13 +65,13 @@
 //! driver without a hand-off to a thread of its own. `connect` works from any executor (the
 //! global executor starts its threads on first use); the driver must not be starved, so do
 //! not block those threads. Against RabbitMQ, with the application on async-std's executor
-//! (`bench/results/2026-11-29-asyncstd-executor.md`, 20 000 messages, medians of 3), this
-//! took consume 16 B from 5.8 to 2.6 µs of CPU per message (context switches 0.42 -> 0.12,
-//! futex calls 0.24 -> 0.08), consume 1 KiB 11.6 -> 7.9, e2e 1 KiB 13.0 -> 8.3 and
-//! publish_confirms 16 B 3.9 -> 2.6, against the former dedicated `amqp-io` thread with its
-//! own `mio` poll; plain publishes stayed at 0.3-1.0 µs. The task makes more system calls
-//! (async-io re-arms the socket before each wait) but far fewer hand-offs between threads,
-//! which cost more.
+//! (`bench/results/2026-11-29-asyncstd-executor.md`: 20 000 messages, medians of 6
+//! interleaved runs), this took the CPU per message of consume 1 KiB from 8.1 to 6.2 µs
+//! (context switches 0.76 -> 0.29, futex calls 0.72 -> 0.22 per message), e2e 1 KiB from
+//! 11.5 to 7.4 and consume 16 B from 3.2 to 2.5, against the former dedicated `amqp-io`
+//! thread with a `mio` poll of its own; plain publishes stayed at 0.3-1.0 µs. The task makes
+//! more system calls (async-io re-arms the socket before each wait) but fewer hand-offs
+//! between threads, which cost more.
 //!
 //! To run the driver on another executor (smol's, your own), use [`connect_with_spawner`]:
 //!
