@@ -324,7 +324,10 @@ impl<D: Dial> Client for Ours<D> {
             anyhow::Ok(consumer)
         });
 
-        let io = [(&pub_conn, pub_conn.io_counters()), (&cons_conn, cons_conn.io_counters())];
+        let io = [
+            (&pub_conn, pub_conn.io_counters()),
+            (&cons_conn, cons_conn.io_counters()),
+        ];
         t.start();
         publish_n(&pub_ch, p).await?;
         let consumer = consumer_task.await??;
