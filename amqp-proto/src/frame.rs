@@ -289,6 +289,11 @@ impl FrameDecoder {
             let Ok(head) = self.head(head) else {
                 break;
             };
+            if head.total > SMALL_FRAME {
+                if let Some(frame) = buf.get(at..at + head.total) {
+                    read_ahead(frame);
+                }
+            }
             match buf.get(at + head.total - 1) {
                 Some(&FRAME_END) => at += head.total,
                 _ => break,
@@ -376,6 +381,30 @@ impl FrameDecoder {
             self.pending = Bytes::new();
         }
     }
+}
+
+/// How much of a large frame's end [`read_ahead`] reads.
+const READ_AHEAD: usize = 2048;
+
+/// Reads one byte of each cache line of the last [`READ_AHEAD`] bytes of `frame`, front to
+/// back, and does nothing with them.
+///
+/// Checking a large frame reads its end octet, far from its header. On a stream that is not
+/// in cache that read waits for memory, and then the next frame's header, right after it,
+/// and its end octet again: one wait per frame, each after the one before. Reading the lines
+/// in order instead starts those reads together and shows the hardware prefetcher a
+/// sequential stream, which it then fetches ahead of the decoder. On a 32 MiB stream of
+/// 1 KiB deliveries this made decoding about 1.6x faster
+/// (`bench/results/2026-11-29-codec-large.md`). Only the end: reading
+/// all of a 128 KiB frame that is already in cache made decoding it 7x slower.
+fn read_ahead(frame: &[u8]) {
+    const CACHE_LINE: usize = 64;
+    let tail = frame
+        .get(frame.len().saturating_sub(READ_AHEAD)..)
+        .unwrap_or_default();
+    let folded = tail.iter().step_by(CACHE_LINE).fold(0u8, |x, &b| x ^ b);
+    // The reads are the point, not the value: keep them from being optimized away.
+    std::hint::black_box(folded);
 }
 
 /// Fails if `buf` starts with (a prefix of) an AMQP protocol header.
