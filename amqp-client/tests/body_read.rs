@@ -3,26 +3,10 @@
 //! whether the broker's bytes arrive at once or in pieces that cut frames anywhere. In
 //! memory, on a fake clock.
 
-use amqp_client::{Channel, Consumer};
+use amqp_client::Consumer;
 use amqp_conformance::client::{ClientPair, Task};
 use amqp_conformance::peer::ScriptedPeer;
-use amqp_proto::{BasicConsumeOk, Method, ShortString};
 use futures_util::StreamExt;
-
-fn consume(pair: &mut ClientPair, ch: &Channel, tag: &str) -> Consumer {
-    let mut start = Task::spawn(ch.basic_consume("q", tag, Default::default()));
-    assert!(matches!(
-        pair.expect_method(ch.id().0),
-        Method::BasicConsume(_)
-    ));
-    pair.send_method(
-        ch.id().0,
-        BasicConsumeOk {
-            consumer_tag: ShortString::try_from(tag).unwrap(),
-        },
-    );
-    start.expect_ready().unwrap()
-}
 
 /// Bodies of one frame, of a full frame plus a few bytes (RabbitMQ's 128 KiB case), of
 /// several frames, and past the 1 MiB the core reserves for joining.
@@ -64,7 +48,7 @@ fn received(pair: &mut ClientPair, consumer: &mut Consumer, want: &[Vec<u8>]) {
 fn bodies_of_several_frames_arrive_whole_when_sent_at_once() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     let bodies = bodies();
     pair.peer.send_raw(&wire(&bodies));
     received(&mut pair, &mut consumer, &bodies);
@@ -77,7 +61,7 @@ fn bodies_of_several_frames_arrive_whole_when_the_bytes_trickle_in() {
     for piece in [1000, 4096, 4097, 65_536, 131_080] {
         let (mut pair, conn) = ClientPair::connected();
         let ch = pair.open_channel(&conn);
-        let mut consumer = consume(&mut pair, &ch, "c1");
+        let mut consumer = pair.start_consumer(&ch, "c1");
         for chunk in wire.chunks(piece) {
             pair.peer.send_raw(chunk);
             pair.run();

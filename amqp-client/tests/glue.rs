@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, BasicPublishOptions, Channel, ConfirmSelectOptions, Confirmation, Connection,
-    ConnectionConfig, ConnectionEvent, Consumer, Error, ErrorKind, HandshakeStep, PublishConfirm,
+    ConnectionConfig, ConnectionEvent, Error, ErrorKind, HandshakeStep, PublishConfirm,
     QueueDeclareOptions,
 };
 use amqp_conformance::client::{ClientPair, Task};
 use amqp_proto::{
-    BasicAck, BasicConsumeOk, BasicNack, ChannelClose, ChannelCloseOk, ConfirmSelectOk,
-    ConnectionBlocked, ConnectionClose, ConnectionCloseOk, ConnectionUnblocked, Frame, Method,
-    QueueDeclareOk, ShortString,
+    BasicAck, BasicNack, ChannelClose, ChannelCloseOk, ConfirmSelectOk, ConnectionBlocked,
+    ConnectionClose, ConnectionCloseOk, ConnectionUnblocked, Frame, Method, QueueDeclareOk,
+    ShortString,
 };
 use futures_util::StreamExt;
 
@@ -38,21 +38,6 @@ fn select_confirms(pair: &mut ClientPair, ch: &Channel) {
     ));
     pair.send_method(ch.id().0, ConfirmSelectOk {});
     select.expect_ready().unwrap();
-}
-
-fn consume(pair: &mut ClientPair, ch: &Channel, tag: &str) -> Consumer {
-    let mut start = Task::spawn(ch.basic_consume("q", tag, Default::default()));
-    assert!(matches!(
-        pair.expect_method(ch.id().0),
-        Method::BasicConsume(_)
-    ));
-    pair.send_method(
-        ch.id().0,
-        BasicConsumeOk {
-            consumer_tag: s(tag),
-        },
-    );
-    start.expect_ready().unwrap()
 }
 
 fn publish<'a>(
@@ -103,7 +88,7 @@ fn a_dropped_request_future_leaves_nothing_behind() {
 fn deliveries_arriving_together_wake_the_consumer_once() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     let mut next = Task::spawn(consumer.next());
     next.expect_pending();
     for tag in 1..=3 {
@@ -137,7 +122,7 @@ fn deliveries_arriving_together_wake_the_consumer_once() {
 fn acks_made_together_go_out_in_one_write() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     for tag in 1..=10 {
         pair.peer.deliver(1, "c1", tag, b"work");
     }
@@ -237,7 +222,7 @@ fn publishing_parks_on_backpressure_and_resumes_when_output_drains() {
 fn publishing_waits_while_the_broker_blocks_the_connection_but_acks_go_out() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     pair.deliver(1, "c1", 1, b"work");
     let delivery = Task::spawn(consumer.next())
         .expect_ready()
@@ -285,7 +270,7 @@ fn everything() -> (ClientPair, Everything) {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
     select_confirms(&mut pair, &ch);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     let confirm = publish(&ch, b"m").expect_ready().unwrap();
     pair.expect_published(1);
     let request = Task::spawn({
@@ -523,7 +508,7 @@ fn closing_a_channel_fails_what_waits_on_it() {
 fn dropping_handles_closes_what_they_held() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let consumer = consume(&mut pair, &ch, "c1");
+    let consumer = pair.start_consumer(&ch, "c1");
     pair.deliver(1, "c1", 1, b"unseen");
     // A dropped consumer hands back what it never yielded, then cancels.
     drop(consumer);
@@ -624,7 +609,7 @@ fn a_confirm_window_waiter_wakes_once_per_batch_not_per_confirm() {
 fn io_counters_count_reads_writes_and_wake_ups() {
     let (mut pair, conn) = ClientPair::connected();
     let ch = pair.open_channel(&conn);
-    let mut consumer = consume(&mut pair, &ch, "c1");
+    let mut consumer = pair.start_consumer(&ch, "c1");
     let before = conn.io_counters();
     let mut next = Task::spawn(consumer.next());
     for tag in 1..=100 {

@@ -28,8 +28,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use amqp_client::{Channel, Connection, Driver, Timer, Transport, start_connection};
-use amqp_proto::{ChannelOpenOk, ConnectionConfig, ConnectionTune, Frame, Method};
+use amqp_client::{Channel, Connection, Consumer, Driver, Timer, Transport, start_connection};
+use amqp_proto::{
+    BasicConsumeOk, ChannelOpenOk, ConnectionConfig, ConnectionTune, Frame, Method, ShortString,
+};
 use bytes::BytesMut;
 
 use crate::peer::{Published, Script, ScriptedPeer, play_handshake};
@@ -496,6 +498,24 @@ impl ClientPair {
         };
         self.send_method(ch, ChannelOpenOk::default());
         open.expect_ready().expect("channel opened")
+    }
+
+    /// Starts a consumer of queue `q` with consumer tag `tag` on `ch` through the whole
+    /// exchange (basic.consume, then basic.consume-ok).
+    ///
+    /// # Panics
+    /// If the client does not behave as expected.
+    #[track_caller]
+    pub fn start_consumer(&mut self, ch: &Channel, tag: &str) -> Consumer {
+        let mut start = Task::spawn(ch.basic_consume("q", tag, Default::default()));
+        let method = self.expect_method(ch.id().0);
+        assert!(
+            matches!(method, Method::BasicConsume(_)),
+            "expected basic.consume, got {method:?}"
+        );
+        let consumer_tag = ShortString::try_from(tag).expect("a short consumer tag");
+        self.send_method(ch.id().0, BasicConsumeOk { consumer_tag });
+        start.expect_ready().expect("consumer started")
     }
 
     /// Moves the fake clock forward and lets the client act on it.
