@@ -70,10 +70,9 @@ impl Transport for TcpTransport {
         &mut self,
         _cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
-        // At most the spare capacity: the driver sizes it to what the next bytes are for (a
-        // body's payload must not run into the next frame).
-        let want = (buf.capacity() - buf.len()).clamp(1, self.scratch.len());
+        let want = max.clamp(1, self.scratch.len());
         let polled = self.read_socket(|stream, scratch| stream.read(&mut scratch[..want]));
         if let Poll::Ready(Ok(n)) = polled {
             buf.extend_from_slice(&self.scratch[..n]);

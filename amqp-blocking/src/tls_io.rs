@@ -91,13 +91,12 @@ impl Transport for TlsTransport {
         &mut self,
         _cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         let mut eof = false;
         loop {
             let scratch = &mut self.tcp.scratch;
-            // At most the spare capacity: the driver sizes it to what the next bytes are for (a
-            // body's payload must not run into the next frame).
-            let want = (buf.capacity() - buf.len()).clamp(1, scratch.len());
+            let want = max.clamp(1, scratch.len());
             match self.session.reader().read(&mut scratch[..want]) {
                 Ok(n) => {
                     buf.extend_from_slice(&scratch[..n]);

@@ -204,8 +204,9 @@ impl<T: Transport, R: Timer> Driver<T, R> {
     /// One read, where the core wants it: into the body it lent, or into the read buffer.
     fn read(&mut self, cx: &mut Context<'_>) -> bool {
         let (result, lent) = if let Some(mut body) = self.body.take() {
-            // Its spare capacity is the payload still to come: the read cannot take more.
-            match self.io.poll_read_buf(cx, &mut body) {
+            // Its spare capacity is the payload still to come: the read takes no more.
+            let max = body.capacity() - body.len();
+            match self.io.poll_read_buf(cx, &mut body, max) {
                 Poll::Pending => {
                     self.body = Some(body);
                     return false;
@@ -216,18 +217,9 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
                 self.rbuf.reserve(READ_RESERVE);
             }
-            // The core's limit caps the spare capacity the transport sees; the rest is joined
-            // back after the read (at no cost when the read filled what it was given).
-            let rest = self
-                .read_limit
-                .map(|limit| self.rbuf.len() + limit)
-                .filter(|&end| end < self.rbuf.capacity())
-                .map(|end| self.rbuf.split_off(end));
-            let polled = self.io.poll_read_buf(cx, &mut self.rbuf);
-            if let Some(rest) = rest {
-                self.rbuf.unsplit(rest);
-            }
-            match polled {
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            let max = self.read_limit.map_or(room, |limit| limit.clamp(1, room));
+            match self.io.poll_read_buf(cx, &mut self.rbuf, max) {
                 Poll::Pending => return false,
                 Poll::Ready(result) => (result, None),
             }

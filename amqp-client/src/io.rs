@@ -12,14 +12,15 @@ use bytes::BytesMut;
 /// A connected byte stream, as the runtime adapters provide it. Kept minimal so that each
 /// runtime can use its fastest path (e.g. tokio's readiness + `try_read_buf`).
 pub trait Transport: Send + Unpin + 'static {
-    /// Reads into the spare capacity of `buf` (appending; `buf` always has room), at most as
-    /// many bytes as it has room for: the driver sizes that room to what the next bytes are
-    /// for (the rest of a body frame's payload, read straight into the body). `Ok(0)` means
+    /// Appends at most `max` bytes to `buf` (which has room for them; `max` is at least one).
+    /// The driver sets `max` from what the next bytes are for: the rest of a body frame's
+    /// payload read straight into its body must not run into the next frame. `Ok(0)` means
     /// end of stream.
     fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>>;
 
     /// Writes from `bufs` in order, returning how many bytes went out.

@@ -615,11 +615,12 @@ impl<P: Transport, S: Transport> Transport for MaybeTls<P, S> {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         match &mut self.0 {
-            Inner::Plain(t) => t.poll_read_buf(cx, buf),
+            Inner::Plain(t) => t.poll_read_buf(cx, buf, max),
             Inner::Tls { io, received } => {
-                let result = std::task::ready!(io.poll_read_buf(cx, buf));
+                let result = std::task::ready!(io.poll_read_buf(cx, buf, max));
                 Poll::Ready(match result {
                     Ok(0) if !*received => {
                         Err(io::Error::new(io::ErrorKind::UnexpectedEof, EARLY_END_HINT))

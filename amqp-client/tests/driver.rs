@@ -15,7 +15,7 @@ use amqp_client::{
     ConnectOptions, Connection, Error, ErrorKind, QueueDeclareOptions, Timer, Transport,
     start_connection,
 };
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -31,10 +31,11 @@ impl Transport for Counting {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(buf) {
+            match self.stream.try_read_buf(&mut buf.limit(max)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return Poll::Ready(r),
             }

@@ -235,7 +235,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
@@ -297,8 +297,9 @@ impl Transport for TokioTlsTransport {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, &mut buf.limit(max))
     }
 
     fn poll_write_vectored(
@@ -393,17 +394,18 @@ impl Transport for TokioTransport {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
             let second = std::mem::take(&mut self.reread.pending);
-            let room = buf.capacity() - buf.len();
+            let room = max;
             let (stream, reread) = (&self.stream, &mut self.reread);
             let mut got = None;
             // Answering WouldBlock to `try_io` after a short read clears the readiness it saw
             // before the read (not a newer one), so the next read waits for the reactor.
             let result = stream.try_io(Interest::READABLE, || {
-                let n = stream.try_read_buf(buf)?;
+                let n = stream.try_read_buf(&mut (&mut *buf).limit(max))?;
                 got = Some(n);
                 if n > 0 && n < room && !reread.again() {
                     return Err(io::ErrorKind::WouldBlock.into());

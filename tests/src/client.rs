@@ -228,6 +228,7 @@ impl Transport for MemoryTransport {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         let mut link = lock(&self.0);
         if let Some(kind) = link.failed {
@@ -240,7 +241,7 @@ impl Transport for MemoryTransport {
             link.read_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = link.to_client.len().min(buf.capacity() - buf.len()).max(1);
+        let n = link.to_client.len().min(max).max(1);
         let n = n.min(link.to_client.len());
         buf.extend_from_slice(&link.to_client.split_to(n));
         link.reads += 1;
