@@ -51,7 +51,8 @@ use crate::harness::{Client, Params, QUEUE_EXPIRES_MS, Timer};
 pub trait Dial: Send + Sync + 'static {
     fn connect(uri: String) -> impl Future<Output = Result<Connection>> + Send;
 
-    /// Spawns a task on the adapter's executor; the future joins it.
+    /// Spawns a task on the adapter's executor, at once (not when the returned future is
+    /// first polled: e2e's consumer must run while the publisher does); the future joins it.
     fn spawn<T: Send + 'static>(
         task: impl Future<Output = T> + Send + 'static,
     ) -> impl Future<Output = Result<T>> + Send;
@@ -68,8 +69,11 @@ impl Dial for TokioDial {
             .context("amqp-tokio connect")
     }
 
-    async fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        tokio::spawn(task).await.context("task panicked")
+    fn spawn<T: Send + 'static>(
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send {
+        let handle = tokio::spawn(task);
+        async move { handle.await.context("task panicked") }
     }
 
     async fn sleep(d: Duration) {
@@ -94,9 +98,12 @@ impl Dial for AsyncStdDial {
             .context("amqp-async-std connect")
     }
 
-    async fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    fn spawn<T: Send + 'static>(
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send {
+        let handle = async_std::task::spawn(task);
         // async-std's join handle re-raises a task's panic instead of returning it.
-        Ok(async_std::task::spawn(task).await)
+        async move { Ok(handle.await) }
     }
 
     async fn sleep(d: Duration) {
