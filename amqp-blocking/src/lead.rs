@@ -24,10 +24,10 @@
 //!   loop up after the turn in which it finds a follower.
 //! * **Unattended**: after a release nobody drives. Wakes only set `notified` (no system
 //!   call): a user thread that waits again soon takes the loop and does the work, without any
-//!   hand-over. The `amqp-io` thread looks every [`UNATTENDED`] and takes the loop back when it
-//!   is free and either has work (`notified`) or stayed free for a whole interval, so the
-//!   connection is never left alone longer than about two intervals: heartbeats and flow
-//!   control are far coarser.
+//!   hand-over. The `amqp-io` thread looks every [`UNATTENDED`] (up to [`UNATTENDED_MAX`]
+//!   while user threads keep taking the loop) and takes the loop back when it stayed free for
+//!   a whole interval, so the connection is never left alone longer than about
+//!   `UNATTENDED_MAX + UNATTENDED`: heartbeats and flow control are far coarser.
 //! * **Held for long**: when the same user thread held the loop for a whole interval, the
 //!   `amqp-io` thread stops looking and sleeps until kicked (`io_asleep`): the release and
 //!   any wake while the loop is free kick it, and it starts looking again.
@@ -45,8 +45,10 @@ use crate::lock;
 use crate::park::Parker;
 use crate::reactor::{Handle, Poller};
 
-/// How often the `amqp-io` thread looks whether the loop is unattended.
+/// How often the `amqp-io` thread looks whether the loop is unattended, at first.
 const UNATTENDED: Duration = Duration::from_millis(1);
+/// The longest interval between two looks, reached while user threads keep taking the loop.
+const UNATTENDED_MAX: Duration = Duration::from_millis(4);
 
 /// Nobody holds the loop.
 const IDLE: u8 = 0;
@@ -254,25 +256,36 @@ impl Loop {
     }
 
     /// Waits until the `amqp-io` thread should try to take the loop: `false` once it is over.
+    ///
+    /// It takes a loop that stayed free for a whole interval, not one found free with work
+    /// pending: a user thread that drives often is then mostly between two waits (handling
+    /// what it received, acking it), and taking the loop from it would make its next wait a
+    /// hand-over (it parks as a follower, the deliveries are read and handed to it by this
+    /// thread). For the same reason the interval doubles, up to [`UNATTENDED_MAX`], while user
+    /// threads keep taking the loop, so that a busy consumer's connection costs this thread
+    /// fewer wake-ups; it is back to [`UNATTENDED`] once a look finds nothing changed. Work
+    /// left on a free loop waits at most about two intervals.
     fn io_idle(&self) -> bool {
         let s = &*self.signal;
         let mut ctl = lock(&s.ctl);
         // (takes, free) at the previous look: the same twice means one interval unchanged.
-        let mut before = None;
+        let mut before: Option<(u64, bool)> = None;
+        let mut interval = UNATTENDED;
         loop {
             if ctl.over {
                 return false;
             }
             let free = s.phase.load(Ordering::SeqCst) == IDLE;
-            if free && s.notified.load(Ordering::SeqCst) {
-                return true;
-            }
             let now = (s.takes.load(Ordering::SeqCst), free);
             if before != Some(now) {
+                interval = match before {
+                    Some((takes, _)) if takes != now.0 => (interval * 2).min(UNATTENDED_MAX),
+                    _ => UNATTENDED,
+                };
                 before = Some(now);
                 ctl = s
                     .io_cv
-                    .wait_timeout(ctl, UNATTENDED)
+                    .wait_timeout(ctl, interval)
                     .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
                 continue;
             }
