@@ -70,12 +70,18 @@ macro_rules! properties {
                 Ok(())
             }
 
-            /// Appends the properties that are present, in flag order; the flags word
-            /// itself is the caller's (see [`ContentHeader::encode_parts`]).
-            fn encode_fields(&self, out: &mut BytesMut) -> Result<(), CodecError> {
+            /// Appends the properties that are present, in flag order, and returns the
+            /// flags word announcing them (the caller writes it before them, see
+            /// [`ContentHeader::encode_parts`]): one pass over the fields instead of one to
+            /// compute the flags and one to write them.
+            fn encode_fields(&self, out: &mut BytesMut) -> Result<u16, CodecError> {
                 let mut w = Writer::new(out);
-                $(if let Some(v) = &self.$field { v.write(&mut w)?; })*
-                Ok(())
+                let mut flags = 0;
+                $(if let Some(v) = &self.$field {
+                    flags |= 1 << $bit;
+                    v.write(&mut w)?;
+                })*
+                Ok(flags)
             }
         }
     };
@@ -177,11 +183,16 @@ impl ContentHeader {
         out: &mut BytesMut,
     ) -> Result<(), CodecError> {
         // Class, weight (always 0), body size and property flags: one fixed 14-byte run,
-        // appended at once rather than field by field.
+        // appended at once rather than field by field; the flags are patched in once the
+        // fields are written.
         let [c0, c1] = class_id.to_be_bytes();
         let [s0, s1, s2, s3, s4, s5, s6, s7] = body_size.to_be_bytes();
-        let [f0, f1] = properties.flags().to_be_bytes();
-        out.put_slice(&[c0, c1, 0, 0, s0, s1, s2, s3, s4, s5, s6, s7, f0, f1]);
-        properties.encode_fields(out)
+        let flags_at = out.len() + 12;
+        out.put_slice(&[c0, c1, 0, 0, s0, s1, s2, s3, s4, s5, s6, s7, 0, 0]);
+        let flags = properties.encode_fields(out)?;
+        if let Some(slot) = out.get_mut(flags_at..flags_at + 2) {
+            slot.copy_from_slice(&flags.to_be_bytes());
+        }
+        Ok(())
     }
 }

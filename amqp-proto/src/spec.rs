@@ -174,12 +174,13 @@ macro_rules! protocol {
 
             /// Appends the method frame payload: class id, method id and the fields.
             pub fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
-                let id = self.id();
-                // Class id then method id, big-endian: one append instead of two.
-                out.put_u32(u32::from(id.class_id) << 16 | u32::from(id.method_id));
-                let mut w = Writer::new(out);
+                // Class id then method id, big-endian: one append instead of two, a constant
+                // in each arm rather than a look-up of the method's table entry.
                 match self {
-                    $($(Method::$Method(m) => m.write_fields(&mut w),)*)*
+                    $($(Method::$Method(m) => {
+                        out.put_u32(($class_id as u32) << 16 | $method_id as u32);
+                        m.write_fields(&mut Writer::new(out))
+                    })*)*
                 }
             }
         }
