@@ -34,20 +34,28 @@ pub(super) const JOIN_PREALLOC_MAX: usize = 1 << 20;
 /// Size of the slabs that joined bodies are carved from.
 const JOIN_SLAB: usize = 1 << 20;
 
-/// Used-up slabs remembered for reuse, besides the one being carved.
+/// Used-up slabs whose bodies are all gone kept for reuse, besides the one being carved.
 const JOIN_SLABS_KEPT: usize = 4;
+
+/// Used-up slabs remembered in all (most of them still holding live bodies, which keep their
+/// memory allocated anyway): a bound on the list scanned once per slab, not on memory.
+const JOIN_SLABS_TRACKED: usize = 16;
 
 /// Where bodies that arrive in several frames are joined: slabs that each joined body gets a
 /// region of, so that bodies joined on several channels at once never overlap.
 ///
 /// Joined bodies share slabs rather than each getting an allocation of its own, and a slab is
 /// reused in place once every body carved from it has been dropped. A consumer usually holds
-/// a few large deliveries at once (queued for the application, or being handled), which keeps
-/// the slab they came from alive; so the last few used-up slabs are remembered too, oldest
-/// first, and the first of them whose bodies are all gone is reused before anything new is
-/// allocated. The allocator and the kernel then see the same memory again instead of fresh
-/// pages to map and fault in for every message. At most `JOIN_SLABS_KEPT + 1` slabs are kept
-/// beyond what live bodies hold.
+/// some large deliveries at once (queued for the application, or being handled: tens of them
+/// when its task runs behind the driver's), which keeps the slabs they came from alive; so
+/// used-up slabs are remembered too, oldest first, and the first of them whose bodies are all
+/// gone is reused before anything new is allocated. The allocator and the kernel then see the
+/// same memory again instead of fresh pages to map and fault in for every message.
+/// Remembering a slab whose bodies are alive costs no memory (they hold it anyway), so up to
+/// `JOIN_SLABS_TRACKED` are, and whenever a slab is used up, those whose bodies are all gone
+/// beyond `JOIN_SLABS_KEPT` are let go. A slab whose last body goes in between stays
+/// remembered until then: at most `JOIN_SLABS_TRACKED + 1` slabs are kept beyond what live
+/// bodies hold, and never more than were in use at once.
 #[derive(Debug, Default)]
 pub(super) struct JoinSlabs {
     current: Option<BytesMut>,
@@ -66,25 +74,39 @@ impl JoinSlabs {
         slab
     }
 
-    /// A slab with room for `want`: `old` itself, or a remembered one, once all the bodies
-    /// carved from it are gone (`try_reclaim` never allocates); else a new one.
+    /// A slab with room for `want`: `old` itself, or a remembered one, oldest first, once all
+    /// the bodies carved from it are gone (`try_reclaim` never allocates); else a new one.
+    /// Forgets the remembered slabs whose bodies are gone beyond `JOIN_SLABS_KEPT`, then the
+    /// oldest beyond `JOIN_SLABS_TRACKED` (freed once their bodies are).
     fn refill(&mut self, old: Option<BytesMut>, want: usize) -> BytesMut {
         let need = want.max(JOIN_SLAB);
-        let Some(mut old) = old else {
-            return BytesMut::with_capacity(need);
-        };
-        if old.try_reclaim(need) {
-            return old;
+        let mut reused = None;
+        if let Some(mut old) = old {
+            if old.try_reclaim(need) {
+                reused = Some(old);
+            } else {
+                self.spent.push_back(old);
+            }
         }
-        let reused = self
-            .spent
-            .iter_mut()
-            .position(|s| s.try_reclaim(need))
-            .and_then(|i| self.spent.remove(i));
-        if self.spent.len() == JOIN_SLABS_KEPT {
+        let mut free = 0;
+        let mut i = 0;
+        while let Some(slab) = self.spent.get_mut(i) {
+            if slab.try_reclaim(need) {
+                if reused.is_none() {
+                    reused = self.spent.remove(i);
+                    continue;
+                }
+                free += 1;
+                if free > JOIN_SLABS_KEPT {
+                    self.spent.remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        if self.spent.len() > JOIN_SLABS_TRACKED {
             self.spent.pop_front();
         }
-        self.spent.push_back(old);
         reused.unwrap_or_else(|| BytesMut::with_capacity(need))
     }
 }
@@ -506,16 +528,54 @@ mod tests {
     }
 
     #[test]
-    fn slabs_whose_bodies_stay_alive_are_not_reused_and_few_are_remembered() {
+    fn slabs_whose_bodies_stay_alive_are_not_reused_and_at_most_tracked_are_remembered() {
         let mut slabs = JoinSlabs::default();
         let per_slab = JOIN_SLAB / BODY;
-        let live: Vec<Bytes> = (0..per_slab * (JOIN_SLABS_KEPT + 3))
+        let live: Vec<Bytes> = (0..per_slab * (JOIN_SLABS_TRACKED + 3))
             .map(|_| body(&mut slabs))
             .collect();
         let mut starts: Vec<*const u8> = live.iter().map(|b| b.as_ptr()).collect();
         starts.sort();
         starts.dedup();
         assert_eq!(starts.len(), live.len(), "no two live bodies share memory");
-        assert!(slabs.spent.len() <= JOIN_SLABS_KEPT);
+        assert_eq!(slabs.spent.len(), JOIN_SLABS_TRACKED);
+    }
+
+    #[test]
+    fn a_slab_freed_behind_more_live_slabs_than_are_kept_free_is_still_reused() {
+        // A consumer running behind: many slabs' worth of bodies alive, the oldest go first.
+        let per_slab = JOIN_SLAB / BODY;
+        let mut slabs = JoinSlabs::default();
+        let mut live: VecDeque<Bytes> = (0..per_slab * (JOIN_SLABS_KEPT + 3))
+            .map(|_| body(&mut slabs))
+            .collect();
+        let oldest = live[0].as_ptr();
+        live.drain(..per_slab);
+        // Fill the slab being carved, so that the next body needs another.
+        let left = slabs.current.as_ref().map_or(0, |c| c.capacity() / BODY);
+        live.extend((0..left).map(|_| body(&mut slabs)));
+        assert_eq!(body(&mut slabs).as_ptr(), oldest);
+    }
+
+    #[test]
+    fn at_most_kept_slabs_whose_bodies_are_gone_are_remembered() {
+        let per_slab = JOIN_SLAB / BODY;
+        let mut slabs = JoinSlabs::default();
+        let live: Vec<Bytes> = (0..per_slab * (JOIN_SLABS_KEPT + 4))
+            .map(|_| body(&mut slabs))
+            .collect();
+        drop(live);
+        // The next slab taken (the one being carved, free again) lets go of the free ones
+        // beyond JOIN_SLABS_KEPT.
+        let next = body(&mut slabs);
+        let free = slabs
+            .spent
+            .iter_mut()
+            .map(|s| s.try_reclaim(JOIN_SLAB))
+            .filter(|&reclaimed| reclaimed)
+            .count();
+        assert_eq!(free, JOIN_SLABS_KEPT);
+        assert_eq!(slabs.spent.len(), JOIN_SLABS_KEPT);
+        drop(next);
     }
 }
