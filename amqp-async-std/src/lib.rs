@@ -303,16 +303,19 @@ pub mod transport {
     /// drained the socket). `async-io` arms the socket for one event at a time and keeps the
     /// event it delivered until it is asked for readiness again, so reading first, as
     /// `AsyncRead` does, costs two reads that find nothing (EAGAIN) per wait besides the one
-    /// re-arming `epoll_ctl`; asking first costs none. A read for more than 64 KiB
-    /// bytes (the rest of a large body, into the buffer the core lent for it) goes straight
-    /// into that buffer after zeroing the room it reads into: one read instead of several
-    /// through the scratch buffer, and zeroing is cheaper than the copy it saves.
+    /// re-arming `epoll_ctl`; asking first costs none. While the socket holds a lot (the last
+    /// read filled its room), a read for more than 64 KiB (the rest of a large body, into the
+    /// buffer the core lent for it) goes straight into that buffer after zeroing the room it
+    /// reads into: one read instead of several through the scratch buffer, and zeroing is
+    /// cheaper than the copy it saves.
     pub struct TcpTransport {
         stream: Async<TcpStream>,
         scratch: Box<[u8]>,
         /// The last read drained the socket (came back short, or found nothing): ask for
         /// readiness before the next one.
         wait_first: bool,
+        /// The last read filled all the room it was given: the socket holds a lot.
+        last_full: bool,
     }
 
     impl TcpTransport {
@@ -322,6 +325,7 @@ pub mod transport {
                 stream,
                 scratch: vec![0; READ_CHUNK].into_boxed_slice(),
                 wait_first: false,
+                last_full: false,
             }
         }
 
@@ -338,7 +342,9 @@ pub mod transport {
         /// One non-blocking read of at most `max` bytes appended to `buf`.
         fn read_once(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<(usize, usize)> {
             let mut stream = self.stream.get_ref();
-            if max > READ_CHUNK {
+            // Only while the socket holds a lot: zeroing room that a short read leaves unused
+            // (the read buffer's room can exceed 64 KiB too) would cost more than the copy.
+            if max > READ_CHUNK && self.last_full {
                 let want = max.min(DIRECT_MAX);
                 let start = buf.len();
                 buf.resize(start + want, 0);
@@ -346,7 +352,7 @@ pub mod transport {
                 buf.truncate(start + *read.as_ref().unwrap_or(&0));
                 read.map(|n| (n, want))
             } else {
-                let want = max.max(1);
+                let want = max.clamp(1, READ_CHUNK);
                 let n = stream.read(&mut self.scratch[..want])?;
                 buf.extend_from_slice(&self.scratch[..n]);
                 Ok((n, want))
@@ -376,6 +382,7 @@ pub mod transport {
                 match self.read_once(buf, max) {
                     Ok((n, want)) => {
                         self.wait_first = n > 0 && n < want;
+                        self.last_full = n == want;
                         return Poll::Ready(Ok(n));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_first = true,
