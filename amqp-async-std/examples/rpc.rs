@@ -48,11 +48,11 @@ pub async fn serve(
         let request = request?;
         let n: u64 = std::str::from_utf8(&request.body)?.trim().parse()?;
         println!(" [.] fib({n})");
-        let reply = BasicProperties {
-            correlation_id: request.properties.correlation_id.clone(),
-            ..Default::default()
-        };
-        if let Some(reply_to) = &request.properties.reply_to {
+        let mut reply = BasicProperties::default();
+        if let Some(id) = request.properties.correlation_id() {
+            reply = reply.with_correlation_id(id);
+        }
+        if let Some(reply_to) = request.properties.reply_to() {
             let channel = requests.channel();
             channel
                 .basic_publish(
@@ -99,7 +99,7 @@ pub async fn call(channel: &Channel, queue: &str, n: u64) -> Result<u64, Error> 
         .await?;
     while let Some(reply) = replies.next().await {
         let reply = reply?;
-        if reply.properties.correlation_id.as_deref() == Some(correlation_id.as_str()) {
+        if reply.properties.correlation_id() == Some(correlation_id.as_str()) {
             return Ok(std::str::from_utf8(&reply.body)?.parse()?);
         }
     }

@@ -586,33 +586,33 @@ fn delivery_json(d: &Delivery) -> Value {
 fn properties_json(p: &BasicProperties) -> Map<String, Value> {
     let mut m = Map::new();
     let strings = [
-        ("content_type", &p.content_type),
-        ("content_encoding", &p.content_encoding),
-        ("correlation_id", &p.correlation_id),
-        ("reply_to", &p.reply_to),
-        ("expiration", &p.expiration),
-        ("message_id", &p.message_id),
-        ("type", &p.kind),
-        ("user_id", &p.user_id),
-        ("app_id", &p.app_id),
-        ("cluster_id", &p.cluster_id),
+        ("content_type", p.content_type()),
+        ("content_encoding", p.content_encoding()),
+        ("correlation_id", p.correlation_id()),
+        ("reply_to", p.reply_to()),
+        ("expiration", p.expiration()),
+        ("message_id", p.message_id()),
+        ("type", p.kind()),
+        ("user_id", p.user_id()),
+        ("app_id", p.app_id()),
+        ("cluster_id", p.cluster_id()),
     ];
     for (name, value) in strings {
         if let Some(v) = value {
-            m.insert(name.into(), json!(v.as_str()));
+            m.insert(name.into(), json!(v));
         }
     }
-    if let Some(v) = p.delivery_mode {
+    if let Some(v) = p.delivery_mode() {
         m.insert("delivery_mode".into(), json!(v));
     }
-    if let Some(v) = p.priority {
+    if let Some(v) = p.priority() {
         m.insert("priority".into(), json!(v));
     }
-    if let Some(v) = p.timestamp {
+    if let Some(v) = p.timestamp() {
         m.insert("timestamp".into(), json!(v));
     }
-    if let Some(h) = &p.headers {
-        m.insert("headers".into(), table_json(h));
+    if let Some(h) = p.headers() {
+        m.insert("headers".into(), table_json(&h));
     }
     m
 }

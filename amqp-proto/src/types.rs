@@ -776,17 +776,18 @@ impl FieldTable {
 
     /// Reads a top-level table: checks it and keeps its bytes, to be decoded on first use.
     pub(crate) fn read_checked(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let len = r.u32("field table")?;
-        let raw = r.take_bytes(len as usize, "field table")?;
-        let mut ir = Reader::new(&raw);
-        while ir.remaining() > 0 {
-            check_short_string(&mut ir)?;
-            check_value(&mut ir, 0)?;
-        }
-        Ok(FieldTable {
+        let start = r.position();
+        check_table(r)?;
+        // The entries, without the 4-byte length prefix.
+        Ok(FieldTable::from_checked(r.bytes_since(start + 4)))
+    }
+
+    /// A table of received entries that passed [`check_table`], decoded on first read.
+    pub(crate) fn from_checked(raw: Bytes) -> Self {
+        FieldTable {
             raw: Some(raw),
             entries: OnceLock::new(),
-        })
+        }
     }
 
     /// Reads a nested table, decoding its entries at once.
@@ -852,8 +853,20 @@ fn decode_checked_entries(raw: &Bytes) -> Vec<(ShortString, FieldValue)> {
     entries
 }
 
+/// Checks a top-level, length-prefixed table (entries as [`FieldValue::decode`] reads them,
+/// with the same errors) and steps over it.
+pub(crate) fn check_table(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    let len = r.u32("field table")?;
+    let mut ir = r.sub(len as usize, "field table")?;
+    while ir.remaining() > 0 {
+        check_short_string(&mut ir)?;
+        check_value(&mut ir, 0)?;
+    }
+    Ok(())
+}
+
 /// Checks a short string's layout (its bytes are made UTF-8 when decoded, never refused).
-fn check_short_string(r: &mut Reader<'_>) -> Result<(), CodecError> {
+pub(crate) fn check_short_string(r: &mut Reader<'_>) -> Result<(), CodecError> {
     let len = r.u8("short string length")?;
     r.take(len as usize, "short string").map(drop)
 }

@@ -39,6 +39,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes from `start` (an earlier position of this reader) to the current position,
+    /// sharing the buffer.
+    pub(crate) fn bytes_since(&self, start: usize) -> Bytes {
+        if start >= self.pos {
+            return Bytes::new();
+        }
+        self.buf.slice(start..self.pos)
+    }
+
+    /// The current position in the buffer.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.end.saturating_sub(self.pos)
     }

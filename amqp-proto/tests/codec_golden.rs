@@ -283,8 +283,8 @@ fn all_types_table() -> FieldTable {
         .with("L-i64-spec", FieldValue::I64L(-3))
 }
 
-fn headers(c: &Captured) -> &FieldTable {
-    c.properties().headers.as_ref().expect("headers")
+fn headers(c: &Captured) -> FieldTable {
+    c.properties().headers().expect("headers")
 }
 
 #[test]
@@ -304,24 +304,24 @@ fn raw_client_headers_come_back_with_every_tag() {
     let want = all_types_table();
     let tags: Vec<u8> = want.iter().map(|(_, v)| v.tag()).collect();
     assert_eq!(tags, b"tbBsuIilfdDSxTFAVL");
-    assert_eq!(headers(client_headers[0]), &want);
+    assert_eq!(headers(client_headers[0]), want);
     assert_eq!(
-        client_headers[0].properties().content_type.as_deref(),
+        client_headers[0].properties().content_type(),
         Some("text/plain")
     );
 
     // First get-ok: RabbitMQ forwarded the header bytes untouched, `L` included.
-    assert_eq!(headers(server_headers[0]), &want);
+    assert_eq!(headers(server_headers[0]), want);
     assert_eq!(client_headers[0].raw, server_headers[0].raw);
 
     // Second publish adds BCC, which RabbitMQ strips; it then re-encodes the table itself,
     // writing `L` as `l`.
     let mut sent = want.clone();
     sent.insert("BCC", FieldArray(vec!["amqp-rs.fixture.raw".into()]));
-    assert_eq!(headers(client_headers[1]), &sent);
+    assert_eq!(headers(client_headers[1]), sent);
     let mut echoed = want;
     echoed.insert("L-i64-spec", FieldValue::I64(-3));
-    assert_eq!(headers(server_headers[1]), &echoed);
+    assert_eq!(headers(server_headers[1]), echoed);
 }
 
 #[test]
@@ -333,13 +333,13 @@ fn pika_all_properties_round_trip_through_the_broker() {
         .find(|c| matches!(&c.frame, Frame::Header(_, h) if h.properties.flags() == 0xfffc))
         .expect("pika's all-properties header");
     let p = full.properties();
-    assert_eq!(p.content_type.as_deref(), Some("application/json"));
-    assert_eq!(p.delivery_mode, Some(2));
-    assert_eq!(p.priority, Some(5));
-    assert_eq!(p.timestamp, Some(1_700_000_000));
-    assert_eq!(p.user_id.as_deref(), Some("guest"));
-    assert_eq!(p.cluster_id.as_deref(), Some("cluster-1"));
-    let h = p.headers.as_ref().unwrap();
+    assert_eq!(p.content_type(), Some("application/json"));
+    assert_eq!(p.delivery_mode(), Some(2));
+    assert_eq!(p.priority(), Some(5));
+    assert_eq!(p.timestamp(), Some(1_700_000_000));
+    assert_eq!(p.user_id(), Some("guest"));
+    assert_eq!(p.cluster_id(), Some("cluster-1"));
+    let h = p.headers().unwrap();
     assert_eq!(h.get("int-large"), Some(&FieldValue::I64(1 << 40)));
     assert_eq!(h.get("int-small"), Some(&FieldValue::I32(42)));
     assert_eq!(h.get("none"), Some(&FieldValue::Void));

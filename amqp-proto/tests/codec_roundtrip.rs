@@ -193,22 +193,22 @@ fn ref_method_payload(info: &MethodInfo, vals: &[Val]) -> Vec<u8> {
 
 /// The properties as field values in flag order (bit 15 first), `None` where absent.
 fn prop_vals(p: &BasicProperties) -> [Option<Val>; 14] {
-    let s = |v: &Option<ShortString>| v.clone().map(Val::Short);
+    let s = |v: Option<&str>| v.map(|v| Val::Short(ShortString::try_from(v).unwrap()));
     [
-        s(&p.content_type),
-        s(&p.content_encoding),
-        p.headers.clone().map(Val::Table),
-        p.delivery_mode.map(Val::U8),
-        p.priority.map(Val::U8),
-        s(&p.correlation_id),
-        s(&p.reply_to),
-        s(&p.expiration),
-        s(&p.message_id),
-        p.timestamp.map(Val::U64),
-        s(&p.kind),
-        s(&p.user_id),
-        s(&p.app_id),
-        s(&p.cluster_id),
+        s(p.content_type()),
+        s(p.content_encoding()),
+        p.headers().map(Val::Table),
+        p.delivery_mode().map(Val::U8),
+        p.priority().map(Val::U8),
+        s(p.correlation_id()),
+        s(p.reply_to()),
+        s(p.expiration()),
+        s(p.message_id()),
+        p.timestamp().map(Val::U64),
+        s(p.kind()),
+        s(p.user_id()),
+        s(p.app_id()),
+        s(p.cluster_id()),
     ]
 }
 
@@ -269,14 +269,15 @@ fn same_table(a: &FieldTable, b: &FieldTable) -> bool {
 }
 
 fn same_props(a: &BasicProperties, b: &BasicProperties) -> bool {
-    let headers_same = match (&a.headers, &b.headers) {
+    let headers_same = match (&a.headers(), &b.headers()) {
         (Some(x), Some(y)) => same_table(x, y),
         (None, None) => true,
         _ => false,
     };
-    let strip = |p: &BasicProperties| BasicProperties {
-        headers: None,
-        ..p.clone()
+    let strip = |p: &BasicProperties| {
+        let mut p = p.clone();
+        p.set_headers(None).unwrap();
+        p
     };
     headers_same && strip(a) == strip(b)
 }
@@ -400,21 +401,23 @@ fn properties() -> impl Strategy<Value = BasicProperties> {
         (any::<Option<u8>>(), s(), s(), s(), s()),
         (any::<Option<u64>>(), s(), s(), s(), s()),
     )
-        .prop_map(|(a, b, c)| BasicProperties {
-            content_type: a.0,
-            content_encoding: a.1,
-            headers: a.2,
-            delivery_mode: a.3,
-            priority: b.0,
-            correlation_id: b.1,
-            reply_to: b.2,
-            expiration: b.3,
-            message_id: b.4,
-            timestamp: c.0,
-            kind: c.1,
-            user_id: c.2,
-            app_id: c.3,
-            cluster_id: c.4,
+        .prop_map(|(a, b, c)| {
+            let mut p = BasicProperties::default();
+            p.set_content_type(a.0).unwrap();
+            p.set_content_encoding(a.1).unwrap();
+            p.set_headers(a.2).unwrap();
+            p.set_delivery_mode(a.3).unwrap();
+            p.set_priority(b.0).unwrap();
+            p.set_correlation_id(b.1).unwrap();
+            p.set_reply_to(b.2).unwrap();
+            p.set_expiration(b.3).unwrap();
+            p.set_message_id(b.4).unwrap();
+            p.set_timestamp(c.0).unwrap();
+            p.set_kind(c.1).unwrap();
+            p.set_user_id(c.2).unwrap();
+            p.set_app_id(c.3).unwrap();
+            p.set_cluster_id(c.4).unwrap();
+            p
         })
 }
 
@@ -531,42 +534,49 @@ fn every_method_roundtrips_with_default_fields() {
 /// Every one of the 2^14 property combinations, with fixed values.
 #[test]
 fn every_property_combination_roundtrips() {
-    let s = |v: &str| Some(ShortString::try_from(v).unwrap());
-    let full = BasicProperties {
-        content_type: s("application/json"),
-        content_encoding: s("gzip"),
-        headers: Some(FieldTable::new().with("a", 1i32).with("b", "two")),
-        delivery_mode: Some(2),
-        priority: Some(9),
-        correlation_id: s("corr"),
-        reply_to: s("amq.rabbitmq.reply-to"),
-        expiration: s("60000"),
-        message_id: s("id-1"),
-        timestamp: Some(1_700_000_000),
-        kind: s("type"),
-        user_id: s("guest"),
-        app_id: s("app"),
-        cluster_id: s("cluster"),
-    };
+    let full = BasicProperties::default()
+        .with_content_type("application/json")
+        .with_content_encoding("gzip")
+        .with_headers(FieldTable::new().with("a", 1i32).with("b", "two"))
+        .with_delivery_mode(2)
+        .with_priority(9)
+        .with_correlation_id("corr")
+        .with_reply_to("amq.rabbitmq.reply-to")
+        .with_expiration("60000")
+        .with_message_id("id-1")
+        .with_timestamp(1_700_000_000)
+        .with_kind("type")
+        .with_user_id("guest")
+        .with_app_id("app")
+        .with_cluster_id("cluster");
+    assert_eq!(full.flags(), 0xfffc);
     for mask in 0u16..(1 << 14) {
         let keep = |i: u16| mask & (1 << (13 - i)) != 0;
-        let pick = |i: u16, v: &Option<ShortString>| v.clone().filter(|_| keep(i));
-        let p = BasicProperties {
-            content_type: pick(0, &full.content_type),
-            content_encoding: pick(1, &full.content_encoding),
-            headers: full.headers.clone().filter(|_| keep(2)),
-            delivery_mode: full.delivery_mode.filter(|_| keep(3)),
-            priority: full.priority.filter(|_| keep(4)),
-            correlation_id: pick(5, &full.correlation_id),
-            reply_to: pick(6, &full.reply_to),
-            expiration: pick(7, &full.expiration),
-            message_id: pick(8, &full.message_id),
-            timestamp: full.timestamp.filter(|_| keep(9)),
-            kind: pick(10, &full.kind),
-            user_id: pick(11, &full.user_id),
-            app_id: pick(12, &full.app_id),
-            cluster_id: pick(13, &full.cluster_id),
-        };
+        // Cleared in an order that is neither the list's nor its reverse, so that the
+        // setters' splicing is exercised at every position.
+        let mut p = full.clone();
+        for i in [6, 0, 13, 3, 9, 1, 12, 2, 7, 11, 4, 10, 5, 8] {
+            if keep(i) {
+                continue;
+            }
+            match i {
+                0 => p.set_content_type(None),
+                1 => p.set_content_encoding(None),
+                2 => p.set_headers(None),
+                3 => p.set_delivery_mode(None),
+                4 => p.set_priority(None),
+                5 => p.set_correlation_id(None),
+                6 => p.set_reply_to(None),
+                7 => p.set_expiration(None),
+                8 => p.set_message_id(None),
+                9 => p.set_timestamp(None),
+                10 => p.set_kind(None),
+                11 => p.set_user_id(None),
+                12 => p.set_app_id(None),
+                _ => p.set_cluster_id(None),
+            }
+            .unwrap();
+        }
         assert_eq!(p.flags(), mask << 2, "flags of mask {mask:#06x}");
         let wire = ref_frame(FRAME_HEADER, 3, &ref_header_payload(42, &p));
         let frame = decode_one(&wire);

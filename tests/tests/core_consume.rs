@@ -132,9 +132,8 @@ fn a_joined_delivery_keeps_nothing_of_the_read_buffer() {
         (
             "content type",
             d.properties
-                .content_type
-                .as_ref()
-                .map_or(std::ptr::null(), |s| s.as_bytes().as_ptr()),
+                .content_type()
+                .map_or(std::ptr::null(), str::as_ptr),
         ),
     ] {
         assert!(

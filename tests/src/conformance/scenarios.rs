@@ -285,7 +285,7 @@ macro_rules! scenarios {
                 b1.ack().expect("ack");
                 let b2 = env.recv(&mut busy).await;
                 by_busy.push(text(&b2.body));
-                assert_eq!(b2.properties.delivery_mode, Some(2), "persistent");
+                assert_eq!(b2.properties.delivery_mode(), Some(2), "persistent");
                 assert!(!b2.redelivered);
                 b2.ack().expect("ack");
                 a4.ack().expect("ack");
@@ -506,15 +506,14 @@ macro_rules! scenarios {
                 // The server's loop body: answer one request.
                 async fn serve_one(env: &Env, ch: &Channel, requests: &mut Consumer) {
                     let request = env.recv(requests).await;
-                    let reply_to = request.properties.reply_to.clone().expect("reply_to");
+                    let reply_to = request.properties.reply_to().expect("reply_to");
                     assert!(
                         reply_to.starts_with("amq.rabbitmq.reply-to."),
                         "the broker substitutes a routable name, got {reply_to:?}"
                     );
                     let correlation_id = request
                         .properties
-                        .correlation_id
-                        .clone()
+                        .correlation_id()
                         .expect("correlation_id");
                     let n: u64 = text(&request.body).parse().expect("a number");
                     let props = BasicProperties::default().with_correlation_id(correlation_id);
@@ -547,7 +546,7 @@ macro_rules! scenarios {
                     serve_one(&env, &sch, &mut requests).await;
                     let reply = env.recv(&mut replies).await;
                     assert_eq!(
-                        reply.properties.correlation_id.as_deref(),
+                        reply.properties.correlation_id(),
                         Some(id.as_str())
                     );
                     assert_eq!(text(&reply.body), fib(n).to_string());
@@ -570,11 +569,10 @@ macro_rules! scenarios {
                     let reply = env.recv(&mut replies).await;
                     let id = reply
                         .properties
-                        .correlation_id
-                        .clone()
+                        .correlation_id()
                         .expect("correlation_id");
                     let want = expected
-                        .remove(id.as_str())
+                        .remove(id)
                         .expect("a reply to a call made once");
                     assert_eq!(text(&reply.body), want);
                 }
@@ -690,7 +688,7 @@ macro_rules! scenarios {
                     ("", nowhere.as_str())
                 );
                 assert_eq!(&r.body[..], b"back 1");
-                assert_eq!(r.properties.message_id.as_deref(), Some("m-1"));
+                assert_eq!(r.properties.message_id(), Some("m-1"));
                 let r = env.next_return(&mut returns).await;
                 assert_eq!(r.reply_code.0, 312);
                 assert_eq!(
@@ -1472,11 +1470,11 @@ macro_rules! scenarios {
                 assert_eq!(d.exchange.as_str(), dlx);
                 assert_eq!(d.routing_key.as_str(), work);
                 assert_eq!(
-                    d.properties.expiration, None,
+                    d.properties.expiration(), None,
                     "the broker removes the expiration"
                 );
-                let deaths = x_death(d.properties.headers.as_ref());
-                assert_eq!(deaths.len(), 1, "{:?}", d.properties.headers);
+                let deaths = x_death(d.properties.headers().as_ref());
+                assert_eq!(deaths.len(), 1, "{:?}", d.properties.headers());
                 assert_eq!(table_str(&deaths[0], "reason").as_deref(), Some("expired"));
                 assert_eq!(
                     table_str(&deaths[0], "queue").as_deref(),
