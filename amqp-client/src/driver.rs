@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -62,6 +62,8 @@ pub struct Driver<T, R> {
     out: VecDeque<Bytes>,
     /// Bytes in `out`.
     out_bytes: usize,
+    /// Tasks the last dispatch found items for, woken once the lock is released.
+    wakes: Vec<Waker>,
     /// Writes and polls not yet added to the shared counters.
     writes: u64,
     polls: u64,
@@ -108,6 +110,7 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             read_limit: None,
             out: VecDeque::new(),
             out_bytes: 0,
+            wakes: Vec::new(),
             writes: 0,
             polls: 0,
             need_flush: false,
@@ -256,7 +259,11 @@ impl<T: Transport, R: Timer> Driver<T, R> {
             self.body = s.core.take_body_buffer(&mut self.rbuf);
             self.read_limit = s.core.input_read_limit();
         }
-        s.dispatch();
+        s.dispatch_deferred(&mut self.wakes);
+        drop(s);
+        for w in self.wakes.drain(..) {
+            w.wake();
+        }
         true
     }
 

@@ -176,6 +176,9 @@ pub(crate) struct Shared {
     high_water_mark: usize,
     /// Publishers waiting for backpressure, a broker block or channel flow to clear.
     pub(crate) publish_waiters: Vec<Waker>,
+    /// Consumers that dispatch found deliveries for: woken at the end of the dispatch, or by
+    /// the driver once it has released the lock (see [`Shared::dispatch_deferred`]).
+    woken: Vec<Waker>,
     /// Waiting for the handshake to finish, a recovery to end, or the connection to close.
     pub(crate) state_waiters: Vec<Waker>,
     /// Deadlines of the commands held back by a recovery (`handle::recovered`), earliest
@@ -233,6 +236,7 @@ impl Shared {
             consumer_keys: Map::default(),
             subscribers: Map::default(),
             publish_waiters: Vec::new(),
+            woken: Vec::new(),
             state_waiters: Vec::new(),
             held: BTreeSet::new(),
             dial_request: None,
@@ -481,8 +485,24 @@ impl Shared {
 
     // ----- dispatch -----
 
-    /// Routes every event the core has queued. Never blocks.
+    /// Routes every event the core has queued, then wakes the consumers it found deliveries
+    /// for. Never blocks.
     pub(crate) fn dispatch(&mut self) {
+        self.route();
+        wake_all(&mut self.woken);
+    }
+
+    /// Like [`Shared::dispatch`], but hands the wakers of consumers to `wakes` instead of
+    /// waking them, for the driver to wake once it has released the lock: a consumer woken
+    /// under the lock runs on another thread at once (async-executor), takes only the
+    /// deliveries routed so far and then blocks on the lock the driver still holds.
+    pub(crate) fn dispatch_deferred(&mut self, wakes: &mut Vec<Waker>) {
+        self.route();
+        wakes.append(&mut self.woken);
+    }
+
+    /// Routes every event the core has queued; consumers to wake go to `self.woken`.
+    fn route(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Delivery(d) => self.deliver(d),
@@ -491,6 +511,10 @@ impl Shared {
                     tag,
                     outcome,
                 } => {
+                    // Woken at once, unlike consumers: a publisher that then blocks on the
+                    // lock until the driver is done publishes while the driver still runs,
+                    // and its messages join the driver's next write (waking it after the
+                    // lock tripled reads + writes per confirm against the fake broker).
                     if let Some(entry) = self.entry_by_number(channel) {
                         let woken = entry.confirms.resolve(tag, outcome);
                         self.counters.task_wakes += woken as u64;
@@ -702,7 +726,7 @@ impl Shared {
             q.items.push_back(d);
             if let Some(w) = q.waker.take() {
                 self.counters.task_wakes += 1;
-                w.wake();
+                self.woken.push(w);
             }
         } else if !q.no_ack {
             // Its Consumer was dropped and the cancel is on its way: hand it back.
