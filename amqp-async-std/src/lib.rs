@@ -309,8 +309,8 @@ pub mod transport {
     /// reads into: one read instead of several through the scratch buffer, and zeroing is
     /// cheaper than the copy it saves.
     pub struct TcpTransport {
-        stream: Async<TcpStream>,
-        scratch: Box<[u8]>,
+        /// The stream and the scratch buffer; writes go through it as they are.
+        inner: FuturesIoTransport<Async<TcpStream>>,
         /// The last read drained the socket (came back short, or found nothing): ask for
         /// readiness before the next one.
         wait_first: bool,
@@ -322,8 +322,7 @@ pub mod transport {
         /// Wraps a connected stream.
         pub fn new(stream: Async<TcpStream>) -> Self {
             TcpTransport {
-                stream,
-                scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+                inner: FuturesIoTransport::new(stream),
                 wait_first: false,
                 last_full: false,
             }
@@ -331,17 +330,18 @@ pub mod transport {
 
         /// The stream.
         pub fn get_ref(&self) -> &Async<TcpStream> {
-            &self.stream
+            self.inner.get_ref()
         }
 
         /// Unwraps the stream.
         pub fn into_inner(self) -> Async<TcpStream> {
-            self.stream
+            self.inner.into_inner()
         }
 
         /// One non-blocking read of at most `max` bytes appended to `buf`.
         fn read_once(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<(usize, usize)> {
-            let mut stream = self.stream.get_ref();
+            let FuturesIoTransport { stream, scratch } = &mut self.inner;
+            let mut stream = stream.get_ref();
             // Only while the socket holds a lot: zeroing room that a short read leaves unused
             // (the read buffer's room can exceed 64 KiB too) would cost more than the copy.
             if max > READ_CHUNK && self.last_full {
@@ -353,8 +353,8 @@ pub mod transport {
                 read.map(|n| (n, want))
             } else {
                 let want = max.clamp(1, READ_CHUNK);
-                let n = stream.read(&mut self.scratch[..want])?;
-                buf.extend_from_slice(&self.scratch[..n]);
+                let n = stream.read(&mut scratch[..want])?;
+                buf.extend_from_slice(&scratch[..n]);
                 Ok((n, want))
             }
         }
@@ -362,7 +362,9 @@ pub mod transport {
 
     impl std::fmt::Debug for TcpTransport {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_tuple("TcpTransport").field(&self.stream).finish()
+            f.debug_tuple("TcpTransport")
+                .field(self.inner.get_ref())
+                .finish()
         }
     }
 
@@ -376,7 +378,7 @@ pub mod transport {
             loop {
                 if self.wait_first {
                     // Takes the event that woke us (if one did), or arms the socket.
-                    ready!(self.stream.poll_readable(cx))?;
+                    ready!(self.inner.stream.poll_readable(cx))?;
                     self.wait_first = false;
                 }
                 match self.read_once(buf, max) {
@@ -396,15 +398,15 @@ pub mod transport {
             cx: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+            self.inner.poll_write_vectored(cx, bufs)
         }
 
         fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_flush(cx)
+            self.inner.poll_flush(cx)
         }
 
         fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_close(cx)
+            self.inner.poll_shutdown(cx)
         }
     }
 
