@@ -866,7 +866,7 @@ pub(crate) fn check_table(r: &mut Reader<'_>) -> Result<(), CodecError> {
 }
 
 /// Checks a short string's layout (its bytes are made UTF-8 when decoded, never refused).
-pub(crate) fn check_short_string(r: &mut Reader<'_>) -> Result<(), CodecError> {
+fn check_short_string(r: &mut Reader<'_>) -> Result<(), CodecError> {
     let len = r.u8("short string length")?;
     r.take(len as usize, "short string").map(drop)
 }
