@@ -15,6 +15,7 @@ mod fake_broker;
 mod floor;
 mod harness;
 mod perfstat;
+mod raw;
 mod table;
 mod wire;
 
@@ -278,6 +279,8 @@ fn child_main(o: &Opts, (client, scenario, size): (ClientKind, Scenario, usize))
             .as_deref()
             .context("the floor needs --fake-addr")?;
         floor::run(scenario, &params, addr)?
+    } else if client == ClientKind::Raw {
+        raw::run(scenario, &params)?
     } else if client == ClientKind::AmqpAsyncStd {
         // As its users run it: on async-std's executor (whose 2 threads, one
         // per CPU, also poll async-io's reactor), spawned like the others.

@@ -72,7 +72,7 @@ pub struct View<'a> {
     pub broker: &'a str,
 }
 
-const COLUMNS: [(&str, usize); 15] = [
+const COLUMNS: [(&str, usize); 16] = [
     ("scenario", 16),
     ("size", 7),
     ("client", 14),
@@ -88,6 +88,7 @@ const COLUMNS: [(&str, usize); 15] = [
     ("cpu/best", 8),
     ("rss/best", 8),
     ("cpu/floor", 9),
+    ("cpu/raw", 7),
 ];
 
 fn opt(v: Option<f64>, prec: usize) -> String {
@@ -108,7 +109,7 @@ pub fn render_table(
     results: &BTreeMap<Key, Vec<Measurement>>,
     cells: &BTreeMap<Key, Cell>,
 ) -> (String, String) {
-    let mut rows: Vec<[String; 15]> = Vec::new();
+    let mut rows: Vec<[String; 16]> = Vec::new();
     for &scenario in v.scenarios {
         for &size in v.sizes {
             // Best of the anchors (lapin, amqprs), per metric.
@@ -126,6 +127,9 @@ pub fn render_table(
             let best_rss = anchors.iter().map(|c| c.rss_mib).fold(f64::NAN, f64::min);
             let floor_cpu = cells
                 .get(&(scenario, size, ClientKind::Floor))
+                .map_or(f64::NAN, |c| c.cpu_us);
+            let raw_cpu = cells
+                .get(&(scenario, size, ClientKind::Raw))
                 .map_or(f64::NAN, |c| c.cpu_us);
             for &client in v.clients {
                 let key = (scenario, size, client);
@@ -159,11 +163,16 @@ pub fn render_table(
                             } else {
                                 ratio(c.cpu_us / floor_cpu)
                             },
+                            if matches!(client, ClientKind::Floor | ClientKind::Raw) {
+                                String::new()
+                            } else {
+                                ratio(c.cpu_us / raw_cpu)
+                            },
                         ]
                     }
                     None => {
                         let runs = results.get(&key).map_or(0, Vec::len);
-                        let mut r: [String; 15] = Default::default();
+                        let mut r: [String; 16] = Default::default();
                         r[0] = scenario.name().to_string();
                         r[1] = fmt_size(size);
                         r[2] = format!("{name} (0/{} ok)", v.reps.max(runs as u32));
@@ -186,7 +195,8 @@ pub fn render_table(
                  futex counted by `perf stat` on syscall tracepoints (- without perf); \
                  x/best = ours / the better of lapin and amqprs per metric (thr > 1, cpu and rss \
                  < 1 are better); cpu/floor = CPU per message / the floor's (same bytes over \
-                 loopback, no AMQP)";
+                 loopback, no AMQP); cpu/raw = CPU per message / the broker-paced floor's (`raw`: a \
+                 minimal client, one blocking thread per connection, at the broker's pace)";
 
     let mut text = format!("\n{title}\n");
     let line: Vec<String> = COLUMNS.iter().map(|(h, w)| format!("{h:>w$}")).collect();

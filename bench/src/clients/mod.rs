@@ -35,6 +35,9 @@ pub use ours_blocking::AmqpBlocking;
 pub enum ClientKind {
     /// Not a client: the kernel floor (`floor.rs`), same bytes, no AMQP.
     Floor,
+    /// Not a client library: the broker-paced floor (`raw.rs`), a minimal
+    /// AMQP client that does only what the scenario requires.
+    Raw,
     Lapin,
     Amqprs,
     AmqpTokio,
@@ -43,8 +46,9 @@ pub enum ClientKind {
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 6] = [
+    pub const ALL: [ClientKind; 7] = [
         ClientKind::Floor,
+        ClientKind::Raw,
         ClientKind::Lapin,
         ClientKind::Amqprs,
         ClientKind::AmqpTokio,
@@ -55,6 +59,7 @@ impl ClientKind {
     pub fn name(self) -> &'static str {
         match self {
             ClientKind::Floor => "floor",
+            ClientKind::Raw => "raw",
             ClientKind::Lapin => "lapin",
             ClientKind::Amqprs => "amqprs",
             ClientKind::AmqpTokio => "amqp-tokio",
@@ -77,7 +82,7 @@ impl ClientKind {
     /// reference clients) are printed only when such a client took part.
     pub fn is_ours(self) -> bool {
         match self {
-            ClientKind::Floor | ClientKind::Lapin | ClientKind::Amqprs => false,
+            ClientKind::Floor | ClientKind::Raw | ClientKind::Lapin | ClientKind::Amqprs => false,
             ClientKind::AmqpTokio | ClientKind::AmqpAsyncStd | ClientKind::AmqpBlocking => true,
         }
     }
@@ -91,6 +96,7 @@ impl ClientKind {
     pub async fn run(self, scenario: Scenario, p: &Params) -> Result<Timer> {
         match self {
             ClientKind::Floor => bail!("the floor is run by floor::run, not as a client"),
+            ClientKind::Raw => bail!("the raw floor is run by raw::run, not as a client"),
             ClientKind::Lapin => run_scenario::<Lapin>(scenario, p).await,
             ClientKind::Amqprs => run_scenario::<Amqprs>(scenario, p).await,
             ClientKind::AmqpTokio => run_scenario::<AmqpTokio>(scenario, p).await,
@@ -103,6 +109,7 @@ impl ClientKind {
     pub async fn delete_queue(self, p: &Params) -> Result<()> {
         match self {
             ClientKind::Floor => Ok(()),
+            ClientKind::Raw => Lapin::delete_queue(p).await,
             ClientKind::Lapin => Lapin::delete_queue(p).await,
             ClientKind::Amqprs => Amqprs::delete_queue(p).await,
             ClientKind::AmqpTokio => AmqpTokio::delete_queue(p).await,
