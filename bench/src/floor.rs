@@ -90,10 +90,11 @@ fn open(addr: &str, kind: u8, a: u64, b: u64) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// `count` copies of `msg`, as many whole messages per write as fit in CHUNK.
-fn write_messages(s: &mut TcpStream, msg: &[u8], count: u64) -> io::Result<()> {
+/// `count` copies of `msg`, as many whole messages per write as fit in CHUNK
+/// (also `raw`'s way to publish).
+pub fn write_messages(s: &mut TcpStream, msg: &[u8], count: u64) -> io::Result<()> {
     let per = (CHUNK / msg.len()).max(1) as u64;
-    let batch = msg.repeat(per as usize);
+    let batch = msg.repeat(per.min(count) as usize);
     let mut left = count;
     while left > 0 {
         let n = left.min(per);

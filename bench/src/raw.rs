@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::floor::write_messages;
 use crate::harness::{Params, QUEUE_EXPIRES_MS, Scenario, Timer};
 use crate::wire::{self, Args, FRAME_BODY, FRAME_HEADER, FRAME_MAX, FRAME_METHOD};
 
@@ -200,19 +201,6 @@ fn wire_method(class: u16, method: u16, args: impl FnOnce(&mut Vec<u8>)) -> Vec<
     let mut out = Vec::new();
     wire::method(&mut out, CH, class, method, args);
     out
-}
-
-/// `count` copies of `msg`, as many whole messages per write as fit in CHUNK.
-fn write_messages(s: &mut TcpStream, msg: &[u8], count: u64) -> std::io::Result<()> {
-    let per = (CHUNK / msg.len()).max(1) as u64;
-    let batch = msg.repeat(per.min(count) as usize);
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(per);
-        s.write_all(&batch[..n as usize * msg.len()])?;
-        left -= n;
-    }
-    Ok(())
 }
 
 /// A received frame, as much of it as the scenarios look at.
