@@ -74,6 +74,15 @@
 //! between threads, which cost more. Plain TCP reads ([`transport::TcpTransport`]) ask for
 //! readiness once a read drained the socket instead of reading into EAGAIN first.
 //!
+//! Most of what a connection costs on async-std's executor is the executor's own work:
+//! async-executor notifies a sleeping thread each time it starts a task, so every batch the
+//! broker sends wakes both of its threads, and each wait on async-io's reactor costs about
+//! five system calls. A process whose work is mostly its AMQP connections spends less CPU per
+//! message on one executor thread (`ASYNC_STD_THREAD_COUNT=1`): against RabbitMQ on a 2-CPU
+//! machine, 0.56-0.70 of the CPU per message of the default two threads in consume, e2e and
+//! publish-confirm at 16 B and 1 KiB, with a quarter of the context switches
+//! (`bench/results/2026-11-30-session3.md`).
+//!
 //! To run the driver on another executor (smol's, your own), use [`connect_with_spawner`]:
 //!
 //! ```no_run
