@@ -88,7 +88,7 @@ fn publish_confirms(c: &mut Conn, p: &Params, t: &mut Timer) -> Result<()> {
         c.read_some()?;
         while let Some(f) = c.frame() {
             match f {
-                Frame::Method(60, 80, mut a) => {
+                Frame::Method(wire::BASIC, wire::BASIC_ACK, mut a) => {
                     let (tag, multiple) = (a.u64(), a.u8() & 1 == 1);
                     if multiple {
                         confirmed = confirmed.max(tag);
@@ -152,7 +152,7 @@ fn receive(c: &mut Conn, count: u64) -> Result<()> {
         c.read_some()?;
         while let Some(f) = c.frame() {
             match f {
-                Frame::Method(60, 60, mut a) => {
+                Frame::Method(wire::BASIC, wire::BASIC_DELIVER, mut a) => {
                     a.skip_shortstr(); // the consumer tag
                     tag = a.u64();
                 }
@@ -176,10 +176,7 @@ fn receive(c: &mut Conn, count: u64) -> Result<()> {
         }
         if last > acked {
             ack.clear();
-            wire::method(&mut ack, CH, wire::BASIC, 80, |a| {
-                a.extend_from_slice(&last.to_be_bytes());
-                a.push(1);
-            });
+            wire::ack(&mut ack, CH, last, true);
             c.send(&ack)?;
             acked = last;
         }
@@ -224,17 +221,6 @@ impl Frame<'_> {
             }
             _ => Ok(()),
         }
-    }
-}
-
-trait SkipShortstr {
-    fn skip_shortstr(&mut self);
-}
-
-impl SkipShortstr for Args<'_> {
-    fn skip_shortstr(&mut self) {
-        let n = self.u8() as usize;
-        self.0 = &self.0[n.min(self.0.len())..];
     }
 }
 

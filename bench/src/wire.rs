@@ -123,7 +123,7 @@ impl DeliverTemplate {
     }
 }
 
-/// basic.ack as a broker confirms a publish (21 bytes).
+/// basic.ack (21 bytes): a broker confirming publishes, or a consumer acking.
 pub fn ack(out: &mut Vec<u8>, channel: u16, tag: u64, multiple: bool) {
     method(out, channel, BASIC, BASIC_ACK, |p| {
         p.extend_from_slice(&tag.to_be_bytes());
@@ -157,6 +157,10 @@ impl<'a> Args<'a> {
     }
     pub fn u64(&mut self) -> u64 {
         self.take(8).try_into().map_or(0, u64::from_be_bytes)
+    }
+    pub fn skip_shortstr(&mut self) {
+        let n = self.u8() as usize;
+        self.take(n);
     }
     pub fn shortstr(&mut self) -> String {
         let n = self.u8() as usize;
